@@ -1,0 +1,359 @@
+"""The ``reconcile`` command line: argument parsing and output only.
+
+Exit codes everywhere: 0 ok, 1 failure, 2 usage, 3 not found
+(``plan --detailed-exitcode``: 0 no changes, 1 error, 2 changes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .errors import NotFound, UserError
+from .settings import GLOBAL_OPTIONS, Settings, env_default
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
+
+
+class Usage(UserError):
+    exit_code = EXIT_USAGE
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"reconcile: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+# --- plumbing ----------------------------------------------------------------
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    values = {name: getattr(args, name) for name in GLOBAL_OPTIONS}
+    try:
+        return Settings(**{k: v for k, v in values.items() if v is not None})
+    except Exception as exc:  # pydantic ValidationError: say which option
+        errors = getattr(exc, "errors", None)
+        if errors:
+            first = errors()[0]
+            option = "--" + str(first["loc"][0]).replace("_", "-")
+            raise Usage(f"{option}: {first['msg'].removeprefix('Value error, ')}") from exc
+        raise Usage(str(exc)) from exc
+
+
+def context_for(settings: Settings):  # noqa: ANN201 - controller.Context
+    from .controller import Context
+
+    return Context(settings=settings, engine=make_engine(settings))
+
+
+def make_engine(settings: Settings):  # noqa: ANN201 - engine.Engine
+    if settings.engine != "docker":
+        raise UserError(f'engine "{settings.engine}" is not available in this build; use --engine docker')
+    from .docker_engine import DockerEngine
+
+    return DockerEngine(settings.instance)
+
+
+def emit_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2, sort_keys=False, default=str)
+    sys.stdout.write("\n")
+
+
+def _ts(seconds: float | None) -> str:
+    if not seconds:
+        return "-"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+# --- commands ------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    from .loader import load_specs
+
+    desired = load_specs(settings.specs)
+    if args.output == "json":
+        emit_json({"valid": sorted(desired.specs), "errors": [e.to_json() for e in desired.errors]})
+    else:
+        for error in desired.errors:
+            print(error)
+        if not desired.errors:
+            print(f"{len(desired.specs)} spec(s) valid.")
+    return EXIT_FAIL if desired.errors else EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
+    from .controller import make_plan
+    from .plan import render_json, render_text
+
+    _, _, plan = make_plan(context_for(settings))
+    if args.output == "json":
+        emit_json(render_json(plan))
+    else:
+        sys.stdout.write(render_text(plan))
+    if plan.problems:
+        return EXIT_FAIL
+    if args.detailed_exitcode and plan.has_changes:
+        return 2
+    return EXIT_OK
+
+
+def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
+    from .controller import apply_once
+    from .execute import ChangeResult
+    from .plan import SYMBOLS
+
+    ctx = context_for(settings)
+    show_progress = args.output == "text" and sys.stderr.isatty()
+
+    def progress(result: ChangeResult) -> None:
+        if show_progress:
+            mark = "ok" if result.ok else "FAILED"
+            sym = SYMBOLS[result.change.action]
+            print(f"{sym:>3} {result.change.name}: {mark} ({result.seconds:.2f}s)", file=sys.stderr)
+
+    result = apply_once(ctx, on_result=progress, wait=not args.no_wait)
+    if args.output == "json":
+        emit_json(
+            {
+                "ok": result.ok,
+                "results": [r.to_json() for r in result.results],
+                "errors": [str(p) for p in result.plan.problems],
+                "kept": list(result.plan.kept),
+                "not_ready": list(result.not_ready),
+                "routes": [{"name": r.name, "host": r.host, "url": r.url} for r in result.routes],
+            }
+        )
+        return EXIT_OK if result.ok else EXIT_FAIL
+    for problem in result.plan.problems:
+        print(f"error: {problem}")
+    for name in result.plan.kept:
+        print(f"  ! {name}: left as it is (spec invalid or image missing)")
+    for r in result.results:
+        sym = SYMBOLS[r.change.action]
+        if r.ok:
+            print(f"{sym:>3} {r.change.name} ({r.change.cause}): done")
+        else:
+            print(f"{sym:>3} {r.change.name}: FAILED: {r.error}")
+    for name in result.not_ready:
+        print(f"  ! {name}: started but did not answer on its port within {settings.ready_timeout:g}s")
+    ok_count = sum(r.ok for r in result.results)
+    if not result.results:
+        print("No changes. Sandboxes match the specs.")
+    else:
+        print(f"Apply: {ok_count} of {len(result.results)} change(s) done.")
+    return EXIT_OK if result.ok else EXIT_FAIL
+
+
+def status_rows(settings: Settings) -> list[dict[str, Any]]:
+    from .controller import make_plan
+    from .labels import default_hostname
+
+    ctx = context_for(settings)
+    desired, observed, plan = make_plan(ctx)
+    rows = []
+    names = sorted(set(desired.specs) | set(observed.sandboxes) | set(desired.protected_names))
+    for name in names:
+        have = observed.sandboxes.get(name)
+        loaded = desired.specs.get(name)
+        hostname = (have.hostname if have else None) or (
+            (loaded.spec.spec.hostname or default_hostname(settings.instance, name)) if loaded else None
+        )
+        if have is None:
+            state = "absent" if loaded else "invalid"
+        elif name in plan.kept:
+            state = f"{have.state} (spec invalid)" if name in desired.protected_names or not loaded else have.state
+        elif any(c.name == name and c.action == "recreate" for c in plan.changes):
+            state = f"{have.state} (outdated)"
+        else:
+            state = have.state
+        created = have.created_at if have else None
+        ttl = have.ttl if have else None
+        rows.append(
+            {
+                "name": name,
+                "state": state,
+                "url": settings.url_for(hostname) if hostname else None,
+                "container_id": have.container_id[:12] if have else None,
+                "created": _ts(created) if created else None,
+                "expires": _ts(created + ttl) if created and ttl else None,
+                "spec": loaded.rel if loaded else (have.spec_file if have else None),
+            }
+        )
+    return rows
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    rows = status_rows(settings)
+    if args.output == "json":
+        emit_json(rows)
+        return EXIT_OK
+    headers = ["NAME", "STATE", "URL", "CONTAINER", "CREATED", "EXPIRES"]
+    table = [[r["name"], r["state"], r["url"] or "-", r["container_id"] or "-", r["created"] or "-", r["expires"] or "-"] for r in rows]
+    widths = [max(len(h), *(len(str(row[i])) for row in table)) if table else len(h) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    for row in table:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    return EXIT_OK
+
+
+def _check_names(names: Sequence[str]) -> None:
+    from .spec import check_name
+
+    for name in names:
+        try:
+            check_name(name)
+        except Exception as exc:
+            raise Usage(f'"{name}" is not a sandbox name: {exc}') from exc
+
+
+def cmd_url(args: argparse.Namespace, settings: Settings) -> int:
+    from .labels import default_hostname
+    from .loader import load_specs
+
+    _check_names([args.name])
+    desired = load_specs(settings.specs)
+    loaded = desired.specs.get(args.name)
+    hostname = None
+    if loaded is not None:
+        hostname = loaded.spec.spec.hostname or default_hostname(settings.instance, args.name)
+    else:
+        observed = make_engine(settings).observe()
+        have = observed.sandboxes.get(args.name)
+        hostname = have.hostname if have else None
+    if hostname is None:
+        raise NotFound(f'no sandbox "{args.name}" in instance "{settings.instance}"')
+    url = settings.url_for(hostname)
+    if args.output == "json":
+        emit_json({"name": args.name, "url": url, "hostname": f"{hostname}.{settings.domain}"})
+    else:
+        print(url)
+    return EXIT_OK
+
+
+def cmd_destroy(args: argparse.Namespace, settings: Settings) -> int:
+    from .controller import Context, publish_routes
+    from .probe import ready_set
+
+    if not args.all and not args.names:
+        raise Usage("name one or more sandboxes, or pass --all")
+    _check_names(args.names)
+    engine = make_engine(settings)
+    ctx = Context(settings=settings, engine=engine)
+    observed = engine.observe()
+    targets = sorted(observed.sandboxes) if args.all else list(dict.fromkeys(args.names))
+    missing = [n for n in targets if n not in observed.sandboxes]
+    if missing and not args.all:
+        raise NotFound(f'no sandbox {", ".join(missing)} in instance "{settings.instance}"')
+    remaining = {sb for sb in observed.sandboxes.values() if sb.name not in targets}
+    publish_routes(ctx, observed, ready_set(remaining))
+    failures = []
+    from concurrent.futures import ThreadPoolExecutor
+
+    def destroy(name: str) -> str | None:
+        try:
+            engine.remove(observed.sandboxes[name], remove_network=True, remove_volumes=args.volumes)
+            return None
+        except Exception as exc:  # noqa: BLE001 - reported per sandbox
+            return f"{name}: {exc}"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        failures = [f for f in pool.map(destroy, targets) if f]
+    if args.all:
+        for stray in observed.strays:
+            engine.remove(stray, remove_network=False, remove_volumes=False)
+        after = engine.observe()
+        for net in after.networks:
+            engine.remove_network(net)
+        if args.volumes:
+            for vol in after.volumes:
+                engine.remove_volume(vol)
+    if args.output == "json":
+        emit_json({"destroyed": [t for t in targets if not any(f.startswith(t + ":") for f in failures)], "errors": failures})
+    else:
+        for target in targets:
+            print(f"  - {target}: destroyed")
+        for failure in failures:
+            print(f"error: {failure}")
+    return EXIT_FAIL if failures else EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
+    from .spec import json_schema
+
+    emit_json(json_schema())
+    return EXIT_OK
+
+
+# --- parser ----------------------------------------------------------------------
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    for name, (env, _default, help_text) in GLOBAL_OPTIONS.items():
+        flag = "--" + name.replace("_", "-")
+        common.add_argument(flag, dest=name, default=None, help=f"{help_text} (${env})")
+    common.add_argument("--output", "-o", choices=["text", "json"], default="text")
+
+    parser = _Parser(prog="reconcile", description="Declarative sandboxes: specs in, Docker and Traefik converged.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def add(name: str, func: Command, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    add("validate", cmd_validate, "check every spec file; one error line each")
+    p = add("plan", cmd_plan, "show what apply would change")
+    p.add_argument("--detailed-exitcode", action="store_true", help="exit 0 no changes, 1 error, 2 changes")
+    p = add("apply", cmd_apply, "converge once: create, recreate, start and destroy sandboxes")
+    p.add_argument("--no-wait", action="store_true", help="do not wait for started sandboxes to answer")
+    add("status", cmd_status, "one row per sandbox")
+    p = add("url", cmd_url, "print a sandbox's URL")
+    p.add_argument("name")
+    p = add("destroy", cmd_destroy, "remove sandboxes (containers and networks); spec files stay")
+    p.add_argument("names", nargs="*")
+    p.add_argument("--all", action="store_true", help="every sandbox of this instance")
+    p.add_argument("--volumes", action="store_true", help="remove the sandboxes' volumes too")
+    add("schema", cmd_schema, "print the JSON Schema of a spec file")
+    # Each area registers its own commands, so the parser reads as the product.
+    from . import cli_loop, cli_ops, cli_up
+
+    for module in (cli_loop, cli_ops, cli_up):
+        module.register(add)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in GLOBAL_OPTIONS:
+        if getattr(args, name) is None:
+            setattr(args, name, env_default(name))
+    try:
+        settings = settings_from(args)
+        return args.func(args, settings)
+    except UserError as exc:
+        print(f"reconcile: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # EngineError and friends: one line, not a traceback
+        from .engine import EngineError
+
+        if isinstance(exc, EngineError):
+            print(f"reconcile: {exc}", file=sys.stderr)
+            return EXIT_FAIL
+        raise
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,214 @@
+"""Upload sources: resolving them safely, hashing them, packing them as tar.
+
+A spec's ``source`` is relative to the spec file and must stay inside the
+specs directory, following symlinks: a link that leads outside is refused,
+so a spec can never copy ``/etc/shadow`` or ``~/.ssh`` into a sandbox.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Iterator
+
+
+class UploadPathError(ValueError):
+    """An upload source that is missing or leaves its allowed root."""
+
+
+@dataclass(frozen=True)
+class UploadEntry:
+    """One file or directory to create in the container, at ``target``."""
+
+    target: str  # absolute path in the container
+    is_dir: bool
+    mode: int
+    source: Path | None = None  # host file to read (None: inline content or dir)
+    content: bytes | None = None
+    digest: str = ""  # sha256 of the file's bytes ("" for directories)
+
+
+@dataclass(frozen=True)
+class ResolvedUpload:
+    target: str
+    entries: tuple[UploadEntry, ...]
+
+    @property
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for e in self.entries:
+            h.update(f"{e.target}\0{int(e.is_dir)}\0{e.mode:o}\0{e.digest}\n".encode())
+        return h.hexdigest()
+
+
+@dataclass
+class DigestCache:
+    """File digests keyed by (path, mtime_ns, size): unchanged files are not re-read."""
+
+    files: dict[str, tuple[int, int, str]] = field(default_factory=dict)
+
+    def digest(self, path: Path, st: os.stat_result) -> str:
+        key = str(path)
+        hit = self.files.get(key)
+        if hit and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
+            return hit[2]
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        value = h.hexdigest()
+        self.files[key] = (st.st_mtime_ns, st.st_size, value)
+        return value
+
+
+def is_within(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def resolve_source(root: Path, base: Path, source: str) -> Path:
+    """The real path of ``source`` (relative to ``base``), refused unless it is inside ``root``.
+
+    Both the lexical path and the path with every symlink followed must stay
+    inside, so ``../x`` and a link pointing outside are both refused.
+    """
+    real_root = root.resolve()
+    if os.path.isabs(source):
+        raise UploadPathError(f"expected a path relative to the spec file, got {source!r}")
+    lexical = Path(os.path.normpath(base.resolve() / source))
+    if not is_within(lexical, real_root):
+        raise UploadPathError(f"{source!r} is outside the specs directory")
+    real = lexical.resolve()
+    if not is_within(real, real_root):
+        raise UploadPathError(f"{source!r} leads outside the specs directory (through a symlink)")
+    if not real.exists():
+        raise UploadPathError(f"{source!r} does not exist")
+    return real
+
+
+def _walk(top: Path, root: Path, rel: PurePosixPath = PurePosixPath(), seen: frozenset[Path] = frozenset()) -> Iterator[tuple[PurePosixPath, Path, bool]]:
+    """(relative path, real path, is_dir) under ``top``, sorted; links are followed
+    only while they stay inside ``root``, and never in a loop."""
+    real_top = top.resolve()
+    if real_top in seen:
+        raise UploadPathError(f"{top} is a symlink loop")
+    seen = seen | {real_top}
+    for child in sorted(top.iterdir(), key=lambda p: p.name):
+        real = child.resolve()
+        if child.is_symlink() and not is_within(real, root):
+            raise UploadPathError(f"{child} leads outside the specs directory (through a symlink)")
+        if not real.exists():
+            raise UploadPathError(f"{child} is a broken symlink")
+        child_rel = rel / child.name
+        if real.is_dir():
+            yield child_rel, real, True
+            yield from _walk(real, root, child_rel, seen)
+        elif real.is_file():
+            yield child_rel, real, False
+        # Sockets, fifos and devices are not files anyone means to upload.
+
+
+def resolve_upload(
+    root: Path,
+    base: Path,
+    target: str,
+    source: str | None,
+    content: str | None,
+    mode: int | None,
+    cache: DigestCache | None = None,
+) -> ResolvedUpload:
+    """Expand one spec upload into the entries to create in the container."""
+    cache = cache or DigestCache()
+    if content is not None:
+        data = content.encode()
+        entry = UploadEntry(
+            target=target,
+            is_dir=False,
+            mode=mode if mode is not None else 0o644,
+            content=data,
+            digest=hashlib.sha256(data).hexdigest(),
+        )
+        return ResolvedUpload(target, (entry,))
+    assert source is not None
+    real_root = root.resolve()
+    src = resolve_source(root, base, source)
+    if src.is_file():
+        st = src.stat()
+        entry = UploadEntry(
+            target=target,
+            is_dir=False,
+            mode=mode if mode is not None else stat.S_IMODE(st.st_mode),
+            source=src,
+            digest=cache.digest(src, st),
+        )
+        return ResolvedUpload(target, (entry,))
+    entries = [UploadEntry(target=target, is_dir=True, mode=0o755)]
+    for rel, real, is_dir in _walk(src, real_root):
+        dest = str(PurePosixPath(target) / rel)
+        if is_dir:
+            entries.append(UploadEntry(target=dest, is_dir=True, mode=0o755))
+            continue
+        st = real.stat()
+        entries.append(
+            UploadEntry(
+                target=dest,
+                is_dir=False,
+                mode=mode if mode is not None else stat.S_IMODE(st.st_mode),
+                source=real,
+                digest=cache.digest(real, st),
+            )
+        )
+    return ResolvedUpload(target, tuple(entries))
+
+
+def _parents(target: str) -> list[str]:
+    parts = PurePosixPath(target).parts[1:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def build_tar(uploads: list[ResolvedUpload] | tuple[ResolvedUpload, ...]) -> bytes:
+    """One tar archive, to extract at ``/``, that creates every upload with its parents.
+
+    Entry names are relative (no leading ``/``) and have no ``..``.
+    """
+    buf = io.BytesIO()
+    seen: set[str] = set()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+
+        def add_dir(name: str, mode: int = 0o755) -> None:
+            if name in seen or not name:
+                return
+            seen.add(name)
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.DIRTYPE
+            info.mode = mode
+            tar.addfile(info)
+
+        for upload in uploads:
+            for entry in upload.entries:
+                name = entry.target.lstrip("/")
+                for parent in _parents(entry.target):
+                    add_dir(parent)
+                if entry.is_dir:
+                    add_dir(name, entry.mode)
+                    continue
+                info = tarfile.TarInfo(name)
+                info.mode = entry.mode
+                if entry.content is not None:
+                    info.size = len(entry.content)
+                    tar.addfile(info, io.BytesIO(entry.content))
+                else:
+                    assert entry.source is not None
+                    info.size = entry.source.stat().st_size
+                    with open(entry.source, "rb") as f:
+                        tar.addfile(info, f)
+                seen.add(name)
+    return buf.getvalue()
