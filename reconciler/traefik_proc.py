@@ -120,13 +120,15 @@ def wait_ready(api_address: str, timeout: float = 10.0,
     instead of waiting out the timeout.
     """
     url = f"http://{api_address}/ping"
+    # Loopback must never go through an http_proxy from the environment.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     deadline = time.monotonic() + timeout
     last = "no answer"
     while True:
         if proc is not None and proc.poll() is not None:
             raise TraefikError(f"Traefik exited with code {proc.returncode} before {url} answered")
         try:
-            with urllib.request.urlopen(url, timeout=1.0) as resp:
+            with opener.open(url, timeout=1.0) as resp:
                 if resp.status == 200:
                     return
                 last = f"HTTP {resp.status}"
@@ -148,13 +150,13 @@ def stop_traefik(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> int:
         except subprocess.TimeoutExpired:
             _signal_group(proc, signal.SIGKILL)
             proc.wait()
-    # The group may outlive its leader only if Traefik forked; make sure not.
-    _signal_group(proc, signal.SIGKILL)
     return proc.returncode
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    # start_new_session made the child a group leader: its pid is the pgid.
+    # start_new_session made the child a group leader: its pid is the pgid,
+    # and the leader is not reaped yet (callers check poll() first), so the
+    # number cannot have been reused by another group.
     try:
         os.killpg(proc.pid, sig)
     except (ProcessLookupError, PermissionError):

@@ -6,8 +6,12 @@ import secrets
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    import docker
 
 # Tests import their helpers as ``import helpers``; make that work whatever
 # pytest's import mode or a later tests/__init__.py does to sys.path.
@@ -25,15 +29,19 @@ from reconciler.traefik_proc import (  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def docker_client() -> Iterator["docker.DockerClient"]:  # noqa: F821
+def docker_client() -> Iterator[docker.DockerClient]:
     """A docker-py client for the local engine; fails (never skips) without one."""
-    import docker
+    import docker  # here, so unit-only runs never pay for it
 
+    problem = None
     try:
         client = docker.from_env()
         client.ping()
     except Exception as exc:  # noqa: BLE001 - any failure means "no engine"
-        pytest.fail(f"Docker daemon not reachable ({type(exc).__name__}: {exc}); "
+        problem = f"{type(exc).__name__}: {exc}"
+    if problem is not None:
+        # Outside the except block, so the report is one line, not a chain.
+        pytest.fail(f"Docker daemon not reachable ({problem}); "
                     "run scripts/setup to install and start it", pytrace=False)
     yield client
     client.close()
