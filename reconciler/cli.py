@@ -53,11 +53,24 @@ def context_for(settings: Settings):  # noqa: ANN201 - controller.Context
 
 
 def make_engine(settings: Settings):  # noqa: ANN201 - engine.Engine
-    if settings.engine != "docker":
-        raise UserError(f'engine "{settings.engine}" is not available in this build; use --engine docker')
+    if settings.engine == "swarm":
+        from .swarm_engine import SwarmEngine, node_hosts_from_env
+
+        return SwarmEngine(settings.instance, node_hosts=node_hosts_from_env())
     from .docker_engine import DockerEngine
 
     return DockerEngine(settings.instance)
+
+
+def warn_ignored_placement(settings: Settings, desired: Any) -> None:
+    """On stderr, one line per spec with a placement the docker engine ignores."""
+    if settings.engine == "swarm":
+        return
+    for loaded in sorted(desired.specs.values(), key=lambda d: d.rel):
+        placement = loaded.spec.spec.placement
+        if placement is not None and placement.constraints:
+            print(f"warning: {loaded.rel}: spec.placement is ignored by the docker engine "
+                  "(it applies with --engine swarm)", file=sys.stderr)
 
 
 def emit_json(value: Any) -> None:
@@ -92,7 +105,8 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
     from .controller import make_plan
     from .plan import render_json, render_text
 
-    _, _, plan = make_plan(context_for(settings))
+    desired, _, plan = make_plan(context_for(settings))
+    warn_ignored_placement(settings, desired)
     if args.output == "json":
         emit_json(render_json(plan))
     else:
@@ -119,6 +133,7 @@ def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{sym:>3} {result.change.name}: {mark} ({result.seconds:.2f}s)", file=sys.stderr)
 
     result = apply_once(ctx, on_result=progress, wait=not args.no_wait)
+    warn_ignored_placement(settings, result.desired)
     if args.output == "json":
         emit_json(
             {
@@ -155,8 +170,12 @@ def status_rows(settings: Settings) -> list[dict[str, Any]]:
     from .controller import make_plan
     from .labels import default_hostname
 
+    from .lifetime import describe
+    from .state import read_statuses
+
     ctx = context_for(settings)
     desired, observed, plan = make_plan(ctx)
+    statuses, now = read_statuses(settings), time.time()
     rows = []
     names = sorted(set(desired.specs) | set(observed.sandboxes) | set(desired.protected_names))
     for name in names:
@@ -165,16 +184,19 @@ def status_rows(settings: Settings) -> list[dict[str, Any]]:
         hostname = (have.hostname if have else None) or (
             (loaded.spec.spec.hostname or default_hostname(settings.instance, name)) if loaded else None
         )
+        status = statuses.get(name)
         if have is None:
-            state = "absent" if loaded else "invalid"
+            state = ("expired" if name in plan.expired else "absent") if loaded else "invalid"
+        elif status is not None and status.summary in ("CrashLoop", "NotAnswering", "Failed"):
+            state = f"{have.state} ({status.summary})"
         elif name in plan.kept:
             state = f"{have.state} (spec invalid)" if name in desired.protected_names or not loaded else have.state
         elif any(c.name == name and c.action == "recreate" for c in plan.changes):
             state = f"{have.state} (outdated)"
         else:
             state = have.state
-        created = have.created_at if have else None
-        ttl = have.ttl if have else None
+        life = plan.lifetimes.get(name)
+        created = life.born_at if life else (have.created_at if have else None)
         rows.append(
             {
                 "name": name,
@@ -182,8 +204,11 @@ def status_rows(settings: Settings) -> list[dict[str, Any]]:
                 "url": settings.url_for(hostname) if hostname else None,
                 "container_id": have.container_id[:12] if have else None,
                 "created": _ts(created) if created else None,
-                "expires": _ts(created + ttl) if created and ttl else None,
+                "expires": _ts(life.expires_at) if life and life.expires_at else None,
+                "time_left": describe(life, now),  # "in 4m12s" / "expired <when>"
                 "spec": loaded.rel if loaded else (have.spec_file if have else None),
+                "status": status.to_json() if status else None,
+                "node": have.node if have else None,  # swarm: where the task runs
             }
         )
     return rows
@@ -195,7 +220,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         emit_json(rows)
         return EXIT_OK
     headers = ["NAME", "STATE", "URL", "CONTAINER", "CREATED", "EXPIRES"]
-    table = [[r["name"], r["state"], r["url"] or "-", r["container_id"] or "-", r["created"] or "-", r["expires"] or "-"] for r in rows]
+    table = [[r["name"], r["state"], r["url"] or "-", r["container_id"] or "-", r["created"] or "-", r["time_left"] or "-"] for r in rows]
+    if any(r["node"] for r in rows):  # only swarm sandboxes have a node
+        headers.append("NODE")
+        for row, r in zip(table, rows):
+            row.append(r["node"] or "-")
     widths = [max(len(h), *(len(str(row[i])) for row in table)) if table else len(h) for i, h in enumerate(headers)]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
     for row in table:
@@ -218,6 +247,18 @@ def cmd_url(args: argparse.Namespace, settings: Settings) -> int:
     from .loader import load_specs
 
     _check_names([args.name])
+    if args.port is not None:
+        # Another port of the sandbox: its container address, from this machine only (no route).
+        from .ops import direct_url, find
+
+        if not 1 <= args.port <= 65535:
+            raise Usage(f"--port: expected 1 to 65535, got {args.port}")
+        url = direct_url(find(make_engine(settings), args.name), args.port)
+        if args.output == "json":
+            emit_json({"name": args.name, "url": url, "port": args.port, "direct": True})
+        else:
+            print(url)
+        return EXIT_OK
     desired = load_specs(settings.specs)
     loaded = desired.specs.get(args.name)
     hostname = None
@@ -251,7 +292,7 @@ def cmd_destroy(args: argparse.Namespace, settings: Settings) -> int:
     missing = [n for n in targets if n not in observed.sandboxes]
     if missing and not args.all:
         raise NotFound(f'no sandbox {", ".join(missing)} in instance "{settings.instance}"')
-    remaining = {sb for sb in observed.sandboxes.values() if sb.name not in targets}
+    remaining = [sb for sb in observed.sandboxes.values() if sb.name not in targets]
     publish_routes(ctx, observed, ready_set(remaining))
     failures = []
     from concurrent.futures import ThreadPoolExecutor
@@ -319,15 +360,17 @@ def build_parser() -> argparse.ArgumentParser:
     add("status", cmd_status, "one row per sandbox")
     p = add("url", cmd_url, "print a sandbox's URL")
     p.add_argument("name")
+    p.add_argument("--port", type=int, help="any port of the sandbox: its direct address http://<container ip>:PORT, "
+                   "reachable from this machine only, not through Traefik")
     p = add("destroy", cmd_destroy, "remove sandboxes (containers and networks); spec files stay")
     p.add_argument("names", nargs="*")
     p.add_argument("--all", action="store_true", help="every sandbox of this instance")
     p.add_argument("--volumes", action="store_true", help="remove the sandboxes' volumes too")
     add("schema", cmd_schema, "print the JSON Schema of a spec file")
     # Each area registers its own commands, so the parser reads as the product.
-    from . import cli_loop, cli_ops, cli_up
+    from . import cli_dashboard, cli_loop, cli_ops, cli_up
 
-    for module in (cli_loop, cli_ops, cli_up):
+    for module in (cli_loop, cli_ops, cli_up, cli_dashboard):
         module.register(add)
     return parser
 
@@ -346,6 +389,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `reconcile schema | head`: the reader left; say nothing more.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as exc:  # EngineError and friends: one line, not a traceback
         from .engine import EngineError
 

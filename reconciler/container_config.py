@@ -80,7 +80,7 @@ def canonical_json(value: Any) -> str:
 def recreate_fields(loaded: LoadedSpec, hostname: str) -> dict[str, Any]:
     """The fields whose change needs a new container, in a stable JSON shape."""
     spec = loaded.spec.spec
-    return {
+    fields = {
         "image": spec.image,
         "command": spec.command,
         "workdir": spec.workdir,
@@ -99,6 +99,11 @@ def recreate_fields(loaded: LoadedSpec, hostname: str) -> dict[str, Any]:
         "capabilities": list(spec.capabilities),
         "labels": dict(sorted(loaded.spec.metadata.labels.items())),
     }
+    if spec.placement is not None and spec.placement.constraints:
+        # Only when set, so specs without it keep their hash. The docker engine
+        # ignores placement, but a changed placement must move a swarm sandbox.
+        fields["placement"] = list(spec.placement.constraints)
+    return fields
 
 
 def config_hash(fields: dict[str, Any], image_id: str) -> str:
@@ -108,10 +113,14 @@ def config_hash(fields: dict[str, Any], image_id: str) -> str:
 
 def desired_sandbox(loaded: LoadedSpec, instance: str, image_id: str) -> DesiredSandbox:
     """The container ``loaded`` asks for, with its hash (``image_id`` from the engine)."""
+    key = ("desired", instance, image_id)
+    hit = loaded.memo.get(key)  # the same spec version on every resync: hash it once
+    if hit is not None:
+        return hit
     name = loaded.name
     hostname = loaded.spec.spec.hostname or L.default_hostname(instance, name)
     fields = recreate_fields(loaded, hostname)
-    return DesiredSandbox(
+    want = loaded.memo[key] = DesiredSandbox(
         name=name,
         loaded=loaded,
         instance=instance,
@@ -120,6 +129,7 @@ def desired_sandbox(loaded: LoadedSpec, instance: str, image_id: str) -> Desired
         config=fields,
         config_hash=config_hash(fields, image_id),
     )
+    return want
 
 
 def changed_fields(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:

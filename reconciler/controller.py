@@ -1,21 +1,33 @@
 """One reconcile pass: load -> observe -> plan -> route off -> execute -> observe
--> wait ready -> route on. ``reconcile plan``, ``apply`` and the watch loop all
-run through here, so what plan shows is what apply does."""
+-> wait ready -> route on. ``reconcile plan``, ``apply``, ``gc`` and the watch
+loop all run through here, so what plan shows is what apply does.
+
+A pass also keeps the books: lifetimes (TTL), crash restarts and their
+backoff, and, through ``record_pass``, status conditions and the events log.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Mapping
 
+from . import backoff
+from .backoff import RestartRecord
 from .engine import Engine
 from .execute import ChangeResult, execute
+from .lifetime import Lifetime, iso
 from .loader import Desired, LoadCache, load_specs
-from .observed import Observed
+from .observed import Observed, ObservedSandbox
 from .plan import Plan, compute_plan
-from .probe import ready_set
+from .probe import ReadyCache
 from .settings import Settings
 from .traefik import Route, RouterOptions, publish, routes_for
+
+if TYPE_CHECKING:
+    from .state import StateStore
+    from .status import LoopEvent
 
 
 @dataclass
@@ -23,11 +35,31 @@ class Context:
     settings: Settings
     engine: Engine
     cache: LoadCache = field(default_factory=LoadCache)
+    ready: ReadyCache = field(default_factory=ReadyCache)  # a loop's passes probe each container once
 
     @property
     def router_options(self) -> RouterOptions:
         s = self.settings
         return RouterOptions(domain=s.domain, entrypoint=s.entrypoint, tls_resolver=s.tls_resolver)
+
+
+@dataclass(frozen=True)
+class PassInput:
+    """What a pass needs besides the specs and the engine."""
+
+    now: float  # unix seconds
+    lifetimes: Mapping[str, Lifetime] = field(default_factory=dict)  # as stored
+    restarts: Mapping[str, RestartRecord] = field(default_factory=dict)  # as stored
+    # Container ids stopped or killed from outside (Docker kill/stop events):
+    # their exit is not a crash, they are started again at once.
+    stopped_outside: frozenset[str] = frozenset()
+    oom_killed: frozenset[str] = frozenset()  # container ids with an oom event
+    backoff: bool = True  # False: start exited sandboxes at once (``reconcile apply``)
+    wait: float = 0.0  # seconds to wait for started sandboxes to answer
+    only: frozenset[str] | None = None
+    destroy_only: bool = False  # ``reconcile gc``: expiries and orphans, nothing created
+    cancel: threading.Event | None = None  # set: stop as soon as possible
+    announce_ready: bool = False  # a "ready" event for every ready sandbox (a watch's first pass)
 
 
 @dataclass(frozen=True)
@@ -38,6 +70,9 @@ class PassResult:
     observed: Observed
     routes: tuple[Route, ...]
     not_ready: tuple[str, ...] = ()
+    ready: frozenset[str] = frozenset()  # sandboxes that answered (those with a port are routed)
+    restarts: Mapping[str, RestartRecord] = field(default_factory=dict)  # to store
+    crashed: tuple[str, ...] = ()  # sandboxes whose crash this pass noticed
 
     @property
     def ok(self) -> bool:
@@ -49,10 +84,12 @@ def images_of(desired: Desired) -> set[str]:
 
 
 def make_plan(ctx: Context, only: set[str] | None = None) -> tuple[Desired, Observed, Plan]:
-    """Load, observe and plan; ``only`` narrows the plan to those sandboxes."""
+    """Load, observe and plan (TTLs included); ``only`` narrows the plan to those sandboxes."""
+    from .state import read_lifetimes
+
     desired = load_specs(ctx.settings.specs, ctx.cache)
     observed = ctx.engine.observe(images_of(desired))
-    plan = compute_plan(desired, observed)
+    plan = compute_plan(desired, observed, read_lifetimes(ctx.settings), time.time())
     if only is not None:
         plan = narrow(plan, only)
     return desired, observed, plan
@@ -79,16 +116,123 @@ def publish_routes(ctx: Context, observed: Observed, ready: set[str]) -> list[Ro
 
 
 def wait_ready(
-    ctx: Context, names: set[str], deadline: float, desired: Desired
+    ctx: Context,
+    names: set[str],
+    deadline: float,
+    desired: Desired,
+    cancel: threading.Event | None = None,
 ) -> tuple[Observed, set[str]]:
     """Observe until every sandbox in ``names`` answers, or the deadline passes."""
     while True:
         observed = ctx.engine.observe(images_of(desired))
-        ready = ready_set(observed.sandboxes.values())
+        ready = ctx.ready.ready_set(observed.sandboxes.values())
         missing = {n for n in names if n not in ready}
-        if not missing or time.monotonic() >= deadline:
+        if not missing or time.monotonic() >= deadline or (cancel is not None and cancel.is_set()):
             return observed, ready
         time.sleep(0.05)
+
+
+def reconcile_pass(
+    ctx: Context, inp: PassInput, on_result: Callable[[ChangeResult], None] | None = None
+) -> PassResult:
+    """One level-triggered pass: read the world afresh and converge it."""
+    desired = load_specs(ctx.settings.specs, ctx.cache)
+    observed = ctx.engine.observe(images_of(desired))
+    restarts, hold, crashed = crash_bookkeeping(ctx.engine, desired, observed, inp)
+    plan = compute_plan(desired, observed, inp.lifetimes, inp.now, hold)
+    if inp.only is not None:
+        plan = narrow(plan, set(inp.only))
+    if inp.destroy_only:
+        plan = replace(plan, changes=tuple(c for c in plan.changes if c.action == "destroy"))
+    touched = {c.name for c in plan.changes if c.action in ("destroy", "recreate")}
+    # Routes go before containers do: Traefik never forwards to a stopping sandbox.
+    if touched:
+        still = ctx.ready.ready_set(sb for sb in observed.sandboxes.values() if sb.name not in touched)
+        publish_routes(ctx, observed, still)
+    born = {name: int(life.born_at) for name, life in plan.lifetimes.items()}
+    results = execute(
+        plan,
+        ctx.engine,
+        created_at=lambda change: born.get(change.name, int(inp.now)),
+        workers=ctx.settings.workers,
+        on_result=on_result,
+        cancel=inp.cancel,
+    )
+    for r in results:
+        if r.ok and r.change.desired is not None and r.change.action in ("create", "recreate", "start"):
+            name = r.change.name
+            restarts[name] = backoff.on_started(restarts.get(name), r.change.desired.config_hash, inp.now)
+    started = {
+        r.change.name
+        for r in results
+        if r.ok and r.change.action in ("create", "recreate", "start") and r.change.desired
+        and r.change.desired.spec.port
+    }
+    if results or plan.has_changes:
+        deadline = time.monotonic() + inp.wait
+        observed, ready = wait_ready(ctx, started, deadline, desired, inp.cancel)
+    else:
+        # Nothing was changed: the first observation still holds (a no-op pass lists Docker once).
+        ready = ctx.ready.ready_set(observed.sandboxes.values())
+    routes = publish_routes(ctx, observed, ready)
+    not_ready = tuple(sorted(started - ready)) if inp.wait else ()
+    return PassResult(
+        desired, plan, tuple(results), observed, tuple(routes), not_ready,
+        frozenset(ready), restarts, tuple(crashed),
+    )
+
+
+def crash_bookkeeping(
+    engine: Engine, desired: Desired, observed: Observed, inp: PassInput
+) -> tuple[dict[str, RestartRecord], dict[str, str], list[str]]:
+    """Crash records after this observation, the restarts to hold back (name ->
+    why), and the sandboxes whose crash is new (their last log lines are read)."""
+    records = dict(inp.restarts)
+    hold: dict[str, str] = {}
+    crashed: list[str] = []
+    for name, have in sorted(observed.sandboxes.items()):
+        prev = records.get(name)
+        if name not in desired.specs:
+            continue
+        if have.state == "exited" and have.container_id in inp.stopped_outside:
+            if prev is not None and prev.retry_at is not None:
+                records[name] = replace(prev, retry_at=None)  # not a crash after all
+            continue
+        if have.state == "exited" and inp.backoff:
+            oom = have.container_id in inp.oom_killed
+            rec = backoff.on_crash(prev, have.config_hash, have.exit_code, oom, "", inp.now)
+            if rec is not prev:
+                rec = replace(rec, logs=last_log_lines(engine, have))
+                crashed.append(name)
+            records[name] = rec
+            if rec.waiting(inp.now):
+                hold[name] = crash_message(rec, inp.now)
+        elif have.running and prev is not None and backoff.settled(prev, inp.now):
+            del records[name]
+    if desired.complete and not desired.errors:
+        for name in list(records):
+            if name not in desired.specs:
+                del records[name]
+    return records, hold, crashed
+
+
+def crash_message(rec: RestartRecord, now: float) -> str:
+    """``CrashLoop: exited with code 1; restart #3 at 2026-...Z (backoff 4s)``, for plan lines and status."""
+    code = "unknown code" if rec.exit_code is None else f"code {rec.exit_code}"
+    cause = " (out of memory)" if rec.oom else ""
+    when = "now"
+    if rec.retry_at is not None and rec.crashed_at is not None:
+        when = f"at {iso(rec.retry_at)} (backoff {rec.retry_at - rec.crashed_at:.0f}s)"
+    return f"CrashLoop: exited with {code}{cause}; restart #{rec.restarts} {when}"
+
+
+def last_log_lines(engine: Engine, have: ObservedSandbox, lines: int = 5, limit: int = 2000) -> str:
+    """The tail of a container's output, for a crash message ("" if unreadable)."""
+    try:
+        text = b"".join(engine.logs(have, tail=lines)).decode("utf-8", errors="replace")
+    except Exception:  # noqa: BLE001 - logs are a courtesy; the crash is reported anyway
+        return ""
+    return text.strip()[-limit:]
 
 
 def apply_once(
@@ -98,23 +242,55 @@ def apply_once(
     only: set[str] | None = None,
 ) -> PassResult:
     """Converge once: carry out the plan and publish routes for what is ready.
+    TTLs are honoured; exited sandboxes are started at once (no backoff).
 
     ``only``: converge just those sandboxes (the agent API's one-sandbox apply)."""
-    desired, observed, plan = make_plan(ctx, only)
-    touched = {c.name for c in plan.changes if c.action in ("destroy", "recreate")}
-    # Routes go before containers do: Traefik never forwards to a stopping sandbox.
-    if touched:
-        still = ready_set(sb for sb in observed.sandboxes.values() if sb.name not in touched)
-        publish_routes(ctx, observed, still)
-    results = execute(plan, ctx.engine, workers=ctx.settings.workers, on_result=on_result)
-    started = {
-        r.change.name
-        for r in results
-        if r.ok and r.change.action in ("create", "recreate", "start") and r.change.desired
-        and r.change.desired.spec.port
-    }
-    deadline = time.monotonic() + (ctx.settings.ready_timeout if wait else 0)
-    observed, ready = wait_ready(ctx, started, deadline, desired)
-    routes = publish_routes(ctx, observed, ready)
-    not_ready = tuple(sorted(started - ready)) if wait else ()
-    return PassResult(desired, plan, tuple(results), observed, tuple(routes), not_ready)
+    from .state import open_store
+
+    with open_store(ctx.settings) as store:
+        inp = PassInput(
+            now=time.time(),
+            lifetimes=store.lifetimes(),
+            restarts=store.restarts(),
+            backoff=False,
+            wait=ctx.settings.ready_timeout if wait else 0.0,
+            only=frozenset(only) if only is not None else None,
+        )
+        result = reconcile_pass(ctx, inp, on_result)
+        record_pass(ctx, store, inp, result)
+    return result
+
+
+def gc_once(ctx: Context) -> PassResult:
+    """``reconcile gc``: destroy expired sandboxes and orphans; create and start nothing."""
+    from .state import open_store
+
+    with open_store(ctx.settings) as store:
+        inp = PassInput(
+            now=time.time(), lifetimes=store.lifetimes(), restarts=store.restarts(), backoff=False,
+            destroy_only=True,
+        )
+        result = reconcile_pass(ctx, inp)
+        record_pass(ctx, store, inp, result)
+    return result
+
+
+def record_pass(ctx: Context, store: StateStore, inp: PassInput, result: PassResult) -> list[LoopEvent]:
+    """Keep the books of a pass: lifetimes, crash records, status conditions and
+    the events log. Returns the events (``status.LoopEvent``) it logged."""
+    from .status import derive
+
+    lifetimes = dict(result.plan.lifetimes)
+    if inp.only is not None or inp.destroy_only:
+        # A partial pass touches only its own sandboxes' lifetimes (gc: only the expired).
+        keep = set(inp.only or ()) | set(result.plan.expired)
+        lifetimes = {**inp.lifetimes, **{n: life for n, life in lifetimes.items() if n in keep}}
+    previous = store.statuses()
+    statuses, events = derive(result, inp, previous, ctx.settings)
+    store.save(
+        lifetimes=(lifetimes, inp.lifetimes),
+        restarts=(dict(result.restarts), inp.restarts),
+        statuses=(statuses, previous),
+        events=events,
+    )
+    return events

@@ -8,17 +8,20 @@ pulled: a missing image is a permanent error for that sandbox.
 from __future__ import annotations
 
 import ipaddress
+import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 from typing import Any, Iterable, Iterator
 
 import docker
+import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import Mount
 
 from . import labels as L
 from .container_config import DesiredSandbox
-from .engine import EngineError
+from .engine import EngineError, EngineEvent, ExecState, PathStat
 from .observed import Observed, ObservedNetwork, ObservedSandbox, ObservedVolume
 from .uploads import build_tar
 
@@ -27,6 +30,8 @@ from .uploads import build_tar
 DEFAULT_SUBNET_POOL = "10.213.0.0/16"
 SUBNET_PREFIX = 28
 LOG_CONFIG = {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}}
+# What the watch loop reacts to: anything that can make a container differ from its spec.
+WATCHED_ACTIONS = ("create", "start", "die", "oom", "kill", "stop", "destroy", "pause", "unpause")
 
 
 def connect(timeout: int = 60, pool_size: int = 32) -> docker.DockerClient:
@@ -74,16 +79,23 @@ class DockerEngine:
         self.api = self.client.api
         self.subnet_pool = ipaddress.ip_network(subnet_pool)
         self._network_lock = threading.Lock()
+        self._lister = ThreadPoolExecutor(max_workers=4, thread_name_prefix="observe")
 
     # --- observe -------------------------------------------------------------
 
     def observe(self, images: Iterable[str] = ()) -> Observed:
         filters = {"label": L.selector(self.instance)}
         try:
-            containers = self.api.containers(all=True, filters=filters)
-            networks = self.api.networks(filters=filters)
-            volumes = (self.api.volumes(filters=filters) or {}).get("Volumes") or []
-            image_ids = self._resolve_images(images)
+            # The four lists at once: the daemon answers them in parallel (300
+            # sandboxes: ~45 ms one after the other, ~30 ms together).
+            listed = [
+                self._lister.submit(self.api.containers, all=True, filters=filters),
+                self._lister.submit(self.api.networks, filters=filters),
+                self._lister.submit(self.api.volumes, filters=filters),
+                self._lister.submit(self._resolve_images, images),
+            ]
+            containers, networks, volumes, image_ids = (f.result() for f in listed)
+            volumes = (volumes or {}).get("Volumes") or []
         except (APIError, DockerException) as exc:
             raise EngineError(f"cannot list Docker objects: {exc}") from exc
 
@@ -380,8 +392,185 @@ class DockerEngine:
             have.container_id, stream=True, follow=follow, tail=tail if tail is not None else "all"
         )
 
+    def exec_create(
+        self, have: ObservedSandbox, cmd: list[str], workdir: str | None = None,
+        env: dict[str, str] | None = None, user: str | None = None,
+    ) -> str:
+        try:
+            created = self.api.exec_create(
+                have.container_id, cmd, stdout=True, stderr=True, stdin=False, tty=False,
+                environment=env or None, workdir=workdir, user=user or "",
+            )
+        except NotFound as exc:
+            raise EngineError(f"sandbox {have.name} is gone", permanent=True) from exc
+        except (APIError, DockerException) as exc:
+            raise EngineError(f"cannot run a command in {have.name}: {_explain(exc)}", permanent=True) from exc
+        return created["Id"]
+
+    def exec_attach(self, exec_id: str) -> DockerExecStream:
+        try:
+            sock = self.api.exec_start(exec_id, socket=True)
+        except (APIError, DockerException) as exc:
+            raise EngineError(f"cannot start the command: {_explain(exc)}") from exc
+        # The client's read timeout would cut off a command that is quiet for a minute.
+        self.api._disable_socket_timeout(sock)
+        return DockerExecStream(sock)
+
+    def exec_detach(self, exec_id: str) -> None:
+        try:
+            self.api.exec_start(exec_id, detach=True)
+        except (APIError, DockerException) as exc:
+            raise EngineError(f"cannot start the command: {_explain(exc)}") from exc
+
+    def exec_inspect(self, exec_id: str) -> ExecState:
+        try:
+            info = self.api.exec_inspect(exec_id)
+        except (APIError, DockerException) as exc:
+            raise EngineError(f"cannot inspect the command: {_explain(exc)}") from exc
+        return ExecState(running=bool(info.get("Running")), exit_code=info.get("ExitCode"))
+
+    def stat_path(self, have: ObservedSandbox, path: str) -> PathStat | None:
+        # HEAD on the archive endpoint: the stat header without the archive.
+        url = self.api._url("/containers/{0}/archive", have.container_id)
+        try:
+            res = self.api.head(url, params={"path": path})
+        except (DockerException, requests.RequestException) as exc:
+            raise EngineError(f"cannot look at {path} in {have.name}: {exc}") from exc
+        if res.status_code == 404:
+            return None
+        header = res.headers.get("X-Docker-Container-Path-Stat")
+        if res.status_code < 400 and header:
+            return _path_stat(docker.utils.decode_json_header(header))
+        # A HEAD answer has no body: ask again with GET for the engine's explanation.
+        try:
+            chunks, _ = self.api.get_archive(have.container_id, path)
+            chunks.close()
+        except NotFound:
+            return None
+        except (APIError, DockerException, requests.RequestException) as exc:
+            if "not a directory" in str(exc):
+                return None  # a parent is a file: no such path
+            raise EngineError(f"cannot look at {path} in {have.name}: {_explain(exc)}") from exc
+        raise EngineError(f"cannot look at {path} in {have.name}: HTTP {res.status_code}")
+
+    def put_archive(self, have: ObservedSandbox, path: str, data: Iterable[bytes]) -> None:
+        try:
+            self.api.put_archive(have.container_id, path, data)
+        except NotFound as exc:
+            raise EngineError(f"cannot copy into {have.name}: {_explain(exc)}", permanent=True) from exc
+        except (APIError, DockerException, requests.RequestException) as exc:
+            raise EngineError(f"cannot copy into {have.name}: {_explain(exc)}") from exc
+
+    def get_archive(self, have: ObservedSandbox, path: str) -> tuple[Iterator[bytes], PathStat]:
+        try:
+            chunks, stat = self.api.get_archive(have.container_id, path, chunk_size=1 << 16)
+        except NotFound as exc:
+            raise EngineError(f"no {path} in {have.name}", permanent=True) from exc
+        except (APIError, DockerException, requests.RequestException) as exc:
+            raise EngineError(f"cannot copy from {have.name}: {_explain(exc)}") from exc
+        return _guarded(chunks, f"copying from {have.name}"), _path_stat(stat or {})
+
+    def events(self, since: float | None = None) -> DockerEventStream:
+        """Events of this instance's containers; ``since`` replays from that time
+        (after a daemon restart the stream ends and must be reopened)."""
+        filters = {"type": "container", "label": L.selector(self.instance), "event": list(WATCHED_ACTIONS)}
+        try:
+            # The API takes "seconds.nanoseconds"; events at ``since`` itself may come twice.
+            raw = self.api.events(
+                since=f"{since:.9f}" if since is not None else None, filters=filters, decode=True
+            )
+        except (DockerException, OSError, requests.RequestException) as exc:
+            raise EngineError(f"cannot follow Docker events: {exc}") from exc
+        return DockerEventStream(raw)
+
+
+class DockerEventStream:
+    """Container events of one instance, as ``EngineEvent`` values."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+
+    def __iter__(self) -> Iterator[EngineEvent]:
+        try:
+            for item in self._raw:
+                event = _to_event(item)
+                if event is not None:
+                    yield event
+        except (DockerException, OSError, ValueError, requests.RequestException):
+            return  # the daemon went away or the stream was closed: the caller reconnects
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        except Exception:  # noqa: BLE001 - closing a dead stream must not fail the caller
+            pass
+
+
+def _to_event(item: Any) -> EngineEvent | None:
+    if not isinstance(item, dict) or item.get("Type", "container") != "container":
+        return None
+    actor = item.get("Actor") or {}
+    attrs = actor.get("Attributes") or {}
+    action = str(item.get("Action") or item.get("status") or "")
+    container_id = str(actor.get("ID") or item.get("id") or "")
+    if not action or not container_id:
+        return None
+    nanos = item.get("timeNano")
+    when = nanos / 1e9 if isinstance(nanos, int) else float(item.get("time") or time.time())
+    code = attrs.get("exitCode")
+    return EngineEvent(
+        action=action.split(":", 1)[0],  # "exec_start: sh" style actions keep only their verb
+        container_id=container_id,
+        sandbox=attrs.get(L.SANDBOX),
+        time=when,
+        exit_code=int(code) if isinstance(code, str) and code.lstrip("-").isdigit() else None,
+        signal=attrs.get("signal"),
+    )
+
 
 def _explain(exc: Exception) -> str:
     if isinstance(exc, APIError):
         return str(exc.explanation or exc)
     return str(exc)
+
+
+class DockerExecStream:
+    """The multiplexed output of an attached exec, read off its raw socket."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        from docker.utils.socket import frames_iter
+
+        try:
+            for stream_id, data in frames_iter(self._sock, tty=False):
+                if data:
+                    yield stream_id, data
+        except (OSError, ValueError):
+            return  # closed from another thread (a timeout) or the daemon went away
+
+    def close(self) -> None:
+        # shutdown() wakes a reader blocked in recv(); close() alone would not.
+        raw = getattr(self._sock, "_sock", self._sock)
+        for step in (lambda: raw.shutdown(socket.SHUT_RDWR), self._sock.close):
+            try:
+                step()
+            except OSError:
+                pass
+
+
+def _path_stat(raw: dict[str, Any]) -> PathStat:
+    return PathStat(
+        name=str(raw.get("name") or ""),
+        size=int(raw.get("size") or 0),
+        mode=int(raw.get("mode") or 0),
+        link_target=str(raw.get("linkTarget") or ""),
+    )
+
+
+def _guarded(chunks: Iterator[bytes], what: str) -> Iterator[bytes]:
+    try:
+        yield from chunks
+    except (DockerException, requests.RequestException, OSError) as exc:
+        raise EngineError(f"{what}: {exc}") from exc

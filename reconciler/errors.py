@@ -45,3 +45,10 @@ class NotFound(UserError):
     """A sandbox that is not one of this instance's; exit 3."""
 
     exit_code = 3
+
+
+class InvalidArgument(UserError):
+    """A name or path given on the command line (or to the Python API) that is
+    not valid; refused before any engine call, exit 2 (usage)."""
+
+    exit_code = 2

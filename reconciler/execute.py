@@ -7,6 +7,7 @@ reported and every other change still runs, as in docker-compose's parallel.py.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -75,14 +76,23 @@ def execute(
     created_at: Callable[[Change], int] | None = None,
     workers: int | None = None,
     on_result: Callable[[ChangeResult], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> list[ChangeResult]:
-    """Run every change of ``plan``; orphan networks and volumes go last."""
+    """Run every change of ``plan``; orphan networks and volumes go last.
+
+    ``cancel``: once set, changes not yet begun are skipped (reported as not ok)."""
     created_at = created_at or (lambda change: int(time.time()))
     results: list[ChangeResult] = []
+
+    def run(change: Change) -> ChangeResult:
+        if cancel is not None and cancel.is_set():
+            return ChangeResult(change, False, "skipped: the reconciler is stopping")
+        return run_change(change, engine, created_at(change))
+
     if plan.changes:
         size = min(workers or default_workers(), len(plan.changes))
         with ThreadPoolExecutor(max_workers=size, thread_name_prefix="reconcile") as pool:
-            futures = [pool.submit(run_change, c, engine, created_at(c)) for c in plan.changes]
+            futures = [pool.submit(run, c) for c in plan.changes]
             for future in as_completed(futures):
                 result = future.result()
                 results.append(result)

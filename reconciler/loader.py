@@ -21,7 +21,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from .errors import SpecError
 from .spec import SandboxSpec
-from .uploads import DigestCache, ResolvedUpload, UploadPathError, resolve_upload
+from .uploads import DigestCache, ResolvedUpload, StatKey, UploadPathError, is_racy, resolve_upload, stat_key
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 _BACKUP_SUFFIXES = ("~", ".swp", ".swo", ".tmp", ".bak", ".orig", ".part")
@@ -35,6 +35,9 @@ class LoadedSpec:
     rel: str  # path relative to the specs dir, stored on the container
     spec: SandboxSpec
     uploads: tuple[ResolvedUpload, ...]
+    # Values derived from this exact spec version (its hashes), kept while the
+    # loader hands out the same object: a resync pass does not re-hash 1000 specs.
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -57,7 +60,7 @@ class Desired:
 
 @dataclass
 class _FileResult:
-    key: tuple[int, int]
+    key: StatKey
     spec: SandboxSpec | None
     name: str | None
     name_pos: tuple[int, int] | None
@@ -67,11 +70,12 @@ class _FileResult:
 
 @dataclass
 class LoadCache:
-    """Parsed files keyed by path and (mtime_ns, size), and upload digests:
+    """Parsed files keyed by path and stat_key, and upload digests:
     a resync with unchanged files parses nothing."""
 
     files: dict[str, _FileResult] = field(default_factory=dict)
     digests: DigestCache = field(default_factory=DigestCache)
+    loaded: dict[str, LoadedSpec] = field(default_factory=dict)  # by path: the last LoadedSpec handed out
 
 
 def is_spec_file(name: str) -> bool:
@@ -112,11 +116,14 @@ def load_specs(specs_dir: Path, cache: LoadCache | None = None) -> Desired:
         except OSError:
             continue  # vanished between listing and stat: the next pass sees it
         path = Path(entry.path)
-        key = (st.st_mtime_ns, st.st_size)
+        key = stat_key(st)
         hit = cache.files.get(entry.path)
         if hit is None or hit.key != key:
             hit = _parse_file(path, key)
-            cache.files[entry.path] = hit
+            if is_racy(st):
+                cache.files.pop(entry.path, None)  # too fresh to trust: parse again next time
+            else:
+                cache.files[entry.path] = hit
         results[entry.name] = (path, hit)
     for stale in set(cache.files) - {str(p) for p, _ in results.values()}:
         del cache.files[stale]
@@ -155,7 +162,13 @@ def load_specs(specs_dir: Path, cache: LoadCache | None = None) -> Desired:
             if result.name:
                 protected_names.add(result.name)
             continue
+        previous = cache.loaded.get(str(path))
+        if previous is not None and previous.spec is loaded.spec and previous == loaded:
+            loaded = previous  # same parsed file, same upload digests: keep its memo
+        cache.loaded[str(path)] = loaded
         specs[loaded.name] = loaded
+    for stale in set(cache.loaded) - {str(s.path) for s in specs.values()}:
+        del cache.loaded[stale]
     return Desired(
         specs=specs,
         errors=tuple(sorted(errors)),
@@ -193,12 +206,16 @@ def _resolve_uploads(
     return LoadedSpec(path=path, rel=rel, spec=result.spec, uploads=tuple(uploads)), []
 
 
-def _parse_file(path: Path, key: tuple[int, int]) -> _FileResult:
+def _parse_file(path: Path, key: StatKey) -> _FileResult:
     shown = display_path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        return _FileResult(key, None, None, None, [SpecError(shown, message="not a text file (expected UTF-8 YAML)")])
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        error = SpecError(shown, line, col, None, "not a text file (expected UTF-8 YAML)")
+        return _FileResult(key, None, None, None, [error])
     except OSError as exc:
         return _FileResult(key, None, None, None, [SpecError(shown, message=f"cannot read: {exc.strerror}")])
     yaml = YAML(typ="rt")
@@ -218,7 +235,10 @@ def _parse_file(path: Path, key: tuple[int, int]) -> _FileResult:
     if not docs:
         return _FileResult(key, None, None, None, [SpecError(shown, 1, 1, None, "empty file: expected a Sandbox spec")])
     if len(docs) > 1:
-        return _FileResult(key, None, None, None, [SpecError(shown, 1, 1, None, "expected one spec per file, found several YAML documents")])
+        second = getattr(docs[1], "lc", None)
+        line = second.line + 1 if second is not None and second.line is not None else 1
+        message = "expected one spec per file, found another YAML document here"
+        return _FileResult(key, None, None, None, [SpecError(shown, line, 1, None, message)])
     tree = docs[0]
     if not isinstance(tree, CommentedMap):
         return _FileResult(
@@ -241,7 +261,7 @@ def _duplicate_key_message(exc: MarkedYAMLError) -> str:
 def _name_of(tree: CommentedMap) -> tuple[str | None, tuple[int, int] | None]:
     meta = tree.get("metadata")
     if isinstance(meta, CommentedMap) and isinstance(meta.get("name"), str):
-        line, col = meta.lc.value("name")
+        line, col = meta.lc.key("name")
         return meta["name"], (line + 1, col + 1)
     return None, None
 
@@ -256,9 +276,8 @@ def _position(tree: Any, loc: tuple[Any, ...]) -> tuple[int | None, int | None]:
     pos: tuple[int, int] | None = (0, 0)
     for part in loc:
         if isinstance(node, CommentedMap) and part in node:
-            # A wrong value points at the value; an unknown key at the key.
-            line, col = node.lc.value(part) if not isinstance(node[part], (CommentedMap, CommentedSeq)) else node.lc.key(part)
-            pos = (line, col)
+            # Errors point at the field's key (``memory:``), as the issue's example does.
+            pos = node.lc.key(part)
             node = node[part]
         elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
             pos = node.lc.item(part)
@@ -268,20 +287,6 @@ def _position(tree: Any, loc: tuple[Any, ...]) -> tuple[int | None, int | None]:
     if pos is None:
         return None, None
     return pos[0] + 1, pos[1] + 1
-
-
-def _key_position(tree: Any, loc: tuple[Any, ...]) -> tuple[int | None, int | None]:
-    node = tree
-    for part in loc[:-1]:
-        if isinstance(node, CommentedMap) and part in node:
-            node = node[part]
-        elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
-            node = node[part]
-    last = loc[-1] if loc else None
-    if isinstance(node, CommentedMap) and last in node:
-        line, col = node.lc.key(last)
-        return line + 1, col + 1
-    return _position(tree, loc)
 
 
 def _field_path(loc: tuple[Any, ...], tree: Any) -> str:
@@ -335,6 +340,8 @@ def _show(value: Any) -> str:
         return f'"{value}"'
     if value is None:
         return "nothing"
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as the YAML said it
     return repr(value)
 
 
@@ -367,11 +374,13 @@ def _map_errors(shown: str, tree: CommentedMap, exc: ValidationError) -> list[Sp
         grouped.setdefault(_field_path(tuple(err["loc"]), tree), []).append(err)
     out = []
     for field_path, errs in grouped.items():
+        if _explained_deeper(field_path, errs, grouped):
+            continue
         err = errs[0]
         loc = tuple(err["loc"])
         kind = err["type"]
         if kind == "extra_forbidden":
-            line, col = _key_position(tree, loc)
+            line, col = _position(tree, loc)
             name = str(loc[-1])
             close = difflib.get_close_matches(name, _model_fields(loc), n=1)
             hint = f' (did you mean "{close[0]}"?)' if close else ""
@@ -386,6 +395,14 @@ def _map_errors(shown: str, tree: CommentedMap, exc: ValidationError) -> list[Sp
     return out
 
 
+def _explained_deeper(field_path: str, errs: list[dict[str, Any]], grouped: dict[str, Any]) -> bool:
+    """A union's "expected a string, got a list" is noise when the list branch
+    says which item is wrong: keep only the deeper errors."""
+    if not all(e["type"] in _TYPE_WORDS for e in errs):
+        return False
+    return any(other.startswith((field_path + "[", field_path + ".")) for other in grouped)
+
+
 def _message(errs: list[dict[str, Any]]) -> str:
     err = errs[0]
     kind = err["type"]
@@ -396,7 +413,8 @@ def _message(errs: list[dict[str, Any]]) -> str:
     if kind in _TYPE_WORDS:
         return f"expected {_TYPE_WORDS[kind]}, got {got}"
     if kind == "literal_error":
-        return f"expected {err['ctx']['expected']}, got {got}"
+        expected = str(err["ctx"]["expected"]).replace("'", '"')  # pydantic quotes with '
+        return f"expected {expected}, got {got}"
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
         bound = next(iter(err.get("ctx", {}).values()), "")

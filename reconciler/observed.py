@@ -27,6 +27,7 @@ class ObservedSandbox:
     created: float = 0.0  # when this container was created (engine clock, unix seconds)
     ip: str | None = None  # where the router reaches it
     node: str | None = None  # swarm: the node the task runs on
+    route_port: int | None = None  # swarm: the node's published port (None: the spec port itself)
 
     @property
     def config_hash(self) -> str:
@@ -72,11 +73,18 @@ class ObservedSandbox:
         return self.state == "running"
 
     @property
+    def route_target(self) -> tuple[str, int] | None:
+        """(address, port) where the router and the readiness probe reach the sandbox."""
+        port = self.route_port or self.port
+        if self.ip and self.port and port:
+            return self.ip, port
+        return None
+
+    @property
     def endpoint(self) -> str | None:
         """The URL the router forwards to, when the sandbox has a port and an address."""
-        if self.ip and self.port:
-            return f"http://{self.ip}:{self.port}"
-        return None
+        target = self.route_target
+        return f"http://{target[0]}:{target[1]}" if target else None
 
 
 @dataclass(frozen=True)

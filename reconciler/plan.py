@@ -3,15 +3,21 @@
 Terraform's vocabulary: ``+`` create, ``-/+`` recreate (with the cause),
 ``~`` start, ``-`` destroy. Invalid specs are never a reason to destroy: their
 sandboxes are *kept* exactly as they run and reported.
+
+Given ``now`` (and the stored lifetimes), the plan also enforces TTLs: an
+expired sandbox is destroyed and not recreated while its spec is unchanged.
+Given ``hold``, exited sandboxes waiting out a crash-loop backoff are not started.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Mapping
 
+from . import lifetime as lt
 from .container_config import DesiredSandbox, changed_fields, desired_sandbox
 from .errors import SpecError
+from .lifetime import Lifetime
 from .loader import Desired
 from .observed import Observed, ObservedSandbox
 
@@ -61,6 +67,10 @@ class Plan:
     desired: dict[str, DesiredSandbox] = field(default_factory=dict)
     orphan_networks: tuple[str, ...] = ()
     orphan_volumes: tuple[str, ...] = ()
+    # TTL: each sandbox's lifetime as of this plan (to store), and the expired ones.
+    lifetimes: dict[str, Lifetime] = field(default_factory=dict)
+    expired: tuple[str, ...] = ()
+    held: tuple[tuple[str, str], ...] = ()  # (name, why): exited, restart waits for its backoff
 
     @property
     def has_changes(self) -> bool:
@@ -71,21 +81,48 @@ class Plan:
         add = sum(c.action in ("create", "recreate") for c in self.changes)
         change = sum(c.action == "start" for c in self.changes)
         destroy = sum(c.action in ("destroy", "recreate") for c in self.changes)
+        # Orphan networks and volumes are shown as "-" lines: the footer counts them too.
+        destroy += len(self.orphan_networks) + len(self.orphan_volumes)
         return add, change, destroy
 
 
-def compute_plan(desired: Desired, observed: Observed) -> Plan:
-    """What it takes to make ``observed`` equal ``desired``."""
+def compute_plan(
+    desired: Desired,
+    observed: Observed,
+    lifetimes: Mapping[str, Lifetime] | None = None,
+    now: float | None = None,
+    hold: Mapping[str, str] | None = None,
+) -> Plan:
+    """What it takes to make ``observed`` equal ``desired``.
+
+    ``now``: enforce TTLs against the stored ``lifetimes`` (without it, no TTL
+    logic at all). ``hold``: sandbox name -> why its restart must wait."""
     changes: list[Change] = []
     problems: list[Problem] = [Problem(None, e.message, e) for e in desired.errors]
     kept: list[str] = []
     unchanged: list[str] = []
     wanted: dict[str, DesiredSandbox] = {}
+    stored = lifetimes or {}
+    hold = hold or {}
+    lives: dict[str, Lifetime] = {}
+    expired: list[str] = []
+    held: list[tuple[str, str]] = []
 
     for name, loaded in sorted(desired.specs.items()):
         have = observed.sandboxes.get(name)
         image_id = observed.images.get(loaded.spec.spec.image)
-        if image_id is None:
+        want = desired_sandbox(loaded, observed.instance, image_id) if image_id is not None else None
+        if now is not None:
+            life = lt.resolve(loaded, want, have, stored.get(name), now)
+            lives[name] = life
+            if life.is_expired(now):
+                if life.expired_at is None:
+                    lives[name] = replace(life, expired_at=now)
+                expired.append(name)
+                if have is not None:
+                    changes.append(_expire(name, life, have))
+                continue
+        if want is None:
             problems.append(
                 Problem(
                     name,
@@ -96,7 +133,6 @@ def compute_plan(desired: Desired, observed: Observed) -> Plan:
             if have is not None:
                 kept.append(name)
             continue
-        want = desired_sandbox(loaded, observed.instance, image_id)
         wanted[name] = want
         if have is None:
             changes.append(Change("create", name, "new sandbox", want))
@@ -104,17 +140,33 @@ def compute_plan(desired: Desired, observed: Observed) -> Plan:
             changes.append(Change("recreate", name, _recreate_cause(have, want), want, have))
         elif have.state == "dead":
             changes.append(Change("recreate", name, "container is dead", want, have))
-        elif have.state in ("created", "exited", "paused"):
+        elif have.state == "created":
+            # Never left so on purpose (create uploads and starts, or removes): an
+            # interrupted create, whose uploads may be missing.
+            changes.append(Change("recreate", name, "interrupted create (never started)", want, have))
+        elif have.state in ("exited", "paused") and name in hold:
+            held.append((name, hold[name]))
+        elif have.state in ("exited", "paused"):
             changes.append(Change("start", name, f"container is {have.state}", want, have))
         else:
             unchanged.append(name)
 
     protected = set(desired.protected_names)
     for name, have in sorted(observed.sandboxes.items()):
-        if name in wanted or name in kept:
+        if name in wanted or name in kept or name in expired:
             continue
         if name in protected or (have.spec_file or "") in desired.protected_files:
+            # Its spec is invalid: left as it runs, but a lifetime still ends.
+            life = stored.get(name) or lt.from_labels(have)
+            if now is not None and life is not None and life.is_expired(now):
+                changes.append(_expire(name, life, have))
+                expired.append(name)
+                if name in stored:
+                    lives[name] = replace(life, expired_at=life.expired_at or now)
+                continue
             kept.append(name)
+            if name in stored:
+                lives[name] = stored[name]  # kept as it is until the spec is fixed
             continue
         if name in desired.specs:
             continue  # its image is missing: reported above, left as it is
@@ -125,7 +177,14 @@ def compute_plan(desired: Desired, observed: Observed) -> Plan:
     for stray in observed.strays:
         changes.append(Change("destroy", stray.name or stray.container_name, "duplicate container", observed=stray))
 
-    alive = set(wanted) | set(kept) | set(desired.specs)
+    if now is not None:
+        # A record is dropped only when its spec is surely gone: never while a
+        # spec file is unreadable (it may be that sandbox's, mid-write).
+        certain = desired.complete and not desired.errors
+        for name, life in stored.items():
+            if name not in lives and (name in protected or not certain):
+                lives[name] = life
+    alive = (set(wanted) | set(kept) | set(desired.specs)) - set(expired)
     going = {c.name for c in changes if c.action == "destroy"}
     orphan_networks = tuple(
         sorted(n for n, net in observed.networks.items() if net.sandbox not in alive and net.sandbox not in going)
@@ -143,7 +202,19 @@ def compute_plan(desired: Desired, observed: Observed) -> Plan:
         desired=wanted,
         orphan_networks=orphan_networks,
         orphan_volumes=orphan_volumes,
+        lifetimes=lives,
+        expired=tuple(sorted(expired)),
+        held=tuple(sorted(held)),
     )
+
+
+def _expire(name: str, life: Lifetime, have: ObservedSandbox) -> Change:
+    assert life.expires_at is not None
+    return Change("destroy", name, f"ttl expired {lt.iso(life.expires_at)}", observed=have, remove_volumes=True)
+
+
+def is_expiry(change: Change) -> bool:
+    return change.action == "destroy" and change.cause.startswith("ttl expired")
 
 
 def _recreate_cause(have: ObservedSandbox, want: DesiredSandbox) -> str:
@@ -169,6 +240,16 @@ def render_text(plan: Plan) -> str:
         lines.append(f"  - volume {vol} (orphan)")
     for name in plan.kept:
         lines.append(f"  ! {name} (left as it is: its spec is invalid or its image is missing)")
+    gone = {c.name for c in plan.changes}
+    for name in plan.expired:
+        life = plan.lifetimes.get(name)
+        if name not in gone and life is not None and life.expires_at is not None:
+            lines.append(
+                f"  ! {name} (ttl expired {lt.iso(life.expires_at)}: not recreated until its spec "
+                "changes or `reconcile extend` gives it more time)"
+            )
+    for name, why in plan.held:
+        lines.append(f"  ! {name} (restart held: {why})")
     for problem in plan.problems:
         lines.append(f"error: {problem}")
     if not plan.has_changes:
@@ -186,6 +267,11 @@ def render_json(plan: Plan) -> dict[str, Any]:
         "orphan_volumes": list(plan.orphan_volumes),
         "kept": list(plan.kept),
         "unchanged": list(plan.unchanged),
+        "expired": [
+            {"name": n, "expires_at": plan.lifetimes[n].expires_at if n in plan.lifetimes else None}
+            for n in plan.expired
+        ],
+        "held": [{"name": n, "why": why} for n, why in plan.held],
         "errors": [
             p.spec_error.to_json() if p.spec_error else {"name": p.name, "message": p.message, "text": str(p)}
             for p in plan.problems

@@ -23,7 +23,7 @@ GLOBAL_OPTIONS: dict[str, tuple[str, str, str]] = {
     "web_port": ("RECONCILER_WEB_PORT", "8080", "port of Traefik's web entrypoint, shown in URLs (0: none)"),
     "entrypoint": ("RECONCILER_ENTRYPOINT", "web", "Traefik entrypoint the routers attach to"),
     "tls_resolver": ("RECONCILER_TLS_RESOLVER", "", "Traefik certificate resolver for the routers (https URLs)"),
-    "engine": ("RECONCILER_ENGINE", "docker", "container engine: docker"),
+    "engine": ("RECONCILER_ENGINE", "docker", "container engine: docker (one machine) or swarm (DOCKER_HOST = a swarm manager)"),
 }
 
 

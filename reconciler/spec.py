@@ -161,8 +161,17 @@ def _scalar_to_str(value: Any) -> Any:
     environment values are strings, so spell them the way a shell would."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    # Only a plain decimal integer keeps its spelling through YAML. 1.10, 01234,
+    # 0x1F and 1e3 come back as 1.1, 1234, 31 and 1000.0: refuse them rather
+    # than hand the sandbox a value nobody wrote.
+    if type(value) is int:
         return str(value)
+    if isinstance(value, (int, float)):
+        raise _fail(
+            "scalar_spelling",
+            "write this value in quotes: YAML reads it as the number {got}, not as written",
+            got=repr(value),
+        )
     return value
 
 
@@ -250,8 +259,15 @@ class Upload(StrictModel):
     def _mode(cls, value: Any) -> Any:
         if isinstance(value, str) and re.fullmatch(r"0?o?[0-7]{3,4}", value):
             return int(value.lstrip("0o") or "0", 8)
-        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o7777:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o777:
             return value
+        if isinstance(value, int) and not isinstance(value, bool) and set(str(value)) <= set("01234567"):
+            # YAML 1.2 reads `mode: 0755` as the decimal 755 (0o1363): never what was meant.
+            raise _fail(
+                "mode",
+                "expected a file mode; YAML reads {got} as a decimal number, write it quoted like '0755' or as 0o755",
+                got=_show(value),
+            )
         if value is None:
             return value
         raise _fail("mode", "expected a file mode like '0644' or '0755', got {got}", got=_show(value))
@@ -264,7 +280,8 @@ class Upload(StrictModel):
 
 
 class Resources(StrictModel):
-    memory: Size = 2 * 1024**3
+    # The schema shows the default as the spelling a spec uses, not as bytes.
+    memory: Size = Field(default=2 * 1024**3, json_schema_extra={"default": "2g"})
     cpus: float = Field(default=2.0, description="CPU cores, e.g. 0.5 or 2")
     pids: int = Field(default=512, description="maximum number of processes")
 
@@ -307,8 +324,54 @@ class Volume(StrictModel):
     target: ContainerPath
 
 
+# Swarm placement constraints, parsed as swarmkit's manager/constraint does:
+# "==" is looked for first, then "!="; key and value must match these patterns.
+_CONSTRAINT_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9\-_.]+$")
+_CONSTRAINT_VALUE_RE = re.compile(r"^[A-Za-z0-9:\-_\s.*()?+\[\]\\^$|/]+$")
+CONSTRAINT_KEYS = ("node.id", "node.hostname", "node.role", "node.platform.os", "node.platform.arch")
+CONSTRAINT_LABEL_PREFIXES = ("node.labels.", "engine.labels.")
+
+
+def check_constraint(value: Any) -> str:
+    """``<key>==<value>`` or ``<key>!=<value>`` with a key swarm matches on, e.g.
+    ``node.labels.tier==gpu``; returned without the spaces around the operator."""
+    if not isinstance(value, str):
+        raise _fail("constraint", "expected a constraint like node.labels.tier==gpu, got {got}", got=_show(value))
+    op = next((o for o in ("==", "!=") if o in value), None)
+    if op is None:
+        raise _fail(
+            "constraint",
+            "expected a constraint like node.labels.tier==gpu or node.hostname!=web1 (== or !=), got {got}",
+            got=_show(value),
+        )
+    key, _, expected = (part.strip() for part in value.partition(op))
+    known = key.lower() in CONSTRAINT_KEYS or any(
+        key.lower().startswith(p) and len(key) > len(p) for p in CONSTRAINT_LABEL_PREFIXES
+    )
+    if not _CONSTRAINT_KEY_RE.match(key) or not known:
+        raise _fail(
+            "constraint_key",
+            "unknown constraint key {got}: expected " + ", ".join(CONSTRAINT_KEYS)
+            + ", node.labels.<label> or engine.labels.<label>",
+            got=_show(key),
+        )
+    if not expected or not _CONSTRAINT_VALUE_RE.match(expected):
+        raise _fail(
+            "constraint_value",
+            "expected a value of letters, digits and :-_.*()?+[]^$|/ after " + op + ", got {got}",
+            got=_show(expected),
+        )
+    if key.lower() == "node.role" and expected.lower() not in ("manager", "worker"):
+        raise _fail("constraint_value", "node.role is manager or worker, got {got}", got=_show(expected))
+    return f"{key}{op}{expected}"
+
+
 class Placement(StrictModel):
-    constraints: list[str] = Field(default_factory=list)
+    """Where a sandbox may run on swarm (``--engine swarm``); the docker engine ignores it."""
+
+    constraints: list[Annotated[str, BeforeValidator(check_constraint)]] = Field(
+        default_factory=list, description="swarm placement constraints, e.g. node.labels.tier==gpu"
+    )
 
 
 class SandboxBody(StrictModel):

@@ -12,6 +12,7 @@ import io
 import os
 import stat
 import tarfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterator
@@ -46,23 +47,43 @@ class ResolvedUpload:
         return h.hexdigest()
 
 
+# File timestamps tick coarsely (a jiffy on Linux, seconds elsewhere): two writes
+# of the same size within one tick look identical. A file changed this recently
+# is not trusted from a cache ("racy git"): it is read again next time.
+RACY_NS = 1_000_000_000
+
+StatKey = tuple[int, int, int, int]
+
+
+def stat_key(st: os.stat_result) -> StatKey:
+    """What identifies one version of a file: ctime changes on every write or rename."""
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+
+
+def is_racy(st: os.stat_result) -> bool:
+    return time.time_ns() - st.st_mtime_ns < RACY_NS
+
+
 @dataclass
 class DigestCache:
-    """File digests keyed by (path, mtime_ns, size): unchanged files are not re-read."""
+    """File digests keyed by path and stat_key: unchanged files are not re-read."""
 
-    files: dict[str, tuple[int, int, str]] = field(default_factory=dict)
+    files: dict[str, tuple[StatKey, str]] = field(default_factory=dict)
 
     def digest(self, path: Path, st: os.stat_result) -> str:
         key = str(path)
         hit = self.files.get(key)
-        if hit and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
-            return hit[2]
+        if hit and hit[0] == stat_key(st):
+            return hit[1]
         h = hashlib.sha256()
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
         value = h.hexdigest()
-        self.files[key] = (st.st_mtime_ns, st.st_size, value)
+        if is_racy(st):
+            self.files.pop(key, None)
+        else:
+            self.files[key] = (stat_key(st), value)
         return value
 
 
@@ -74,6 +95,14 @@ def is_within(path: Path, root: Path) -> bool:
         return False
 
 
+def _real_path(path: Path, root: Path) -> Path:
+    """``path`` with every symlink followed; a link loop is the user's error, not a crash."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as exc:  # RuntimeError up to 3.12, OSError(ELOOP) after
+        raise UploadPathError(f'"{os.path.relpath(path, root)}" is a symlink loop') from exc
+
+
 def resolve_source(root: Path, base: Path, source: str) -> Path:
     """The real path of ``source`` (relative to ``base``), refused unless it is inside ``root``.
 
@@ -82,31 +111,31 @@ def resolve_source(root: Path, base: Path, source: str) -> Path:
     """
     real_root = root.resolve()
     if os.path.isabs(source):
-        raise UploadPathError(f"expected a path relative to the spec file, got {source!r}")
+        raise UploadPathError(f'expected a path relative to the spec file, got "{source}"')
     lexical = Path(os.path.normpath(base.resolve() / source))
     if not is_within(lexical, real_root):
-        raise UploadPathError(f"{source!r} is outside the specs directory")
-    real = lexical.resolve()
+        raise UploadPathError(f'"{source}" is outside the specs directory')
+    real = _real_path(lexical, real_root)
     if not is_within(real, real_root):
-        raise UploadPathError(f"{source!r} leads outside the specs directory (through a symlink)")
+        raise UploadPathError(f'"{source}" leads outside the specs directory (through a symlink)')
     if not real.exists():
-        raise UploadPathError(f"{source!r} does not exist")
+        raise UploadPathError(f'"{source}" does not exist')
     return real
 
 
 def _walk(top: Path, root: Path, rel: PurePosixPath = PurePosixPath(), seen: frozenset[Path] = frozenset()) -> Iterator[tuple[PurePosixPath, Path, bool]]:
     """(relative path, real path, is_dir) under ``top``, sorted; links are followed
     only while they stay inside ``root``, and never in a loop."""
-    real_top = top.resolve()
+    real_top = _real_path(top, root)
     if real_top in seen:
-        raise UploadPathError(f"{top} is a symlink loop")
+        raise UploadPathError(f'"{os.path.relpath(top, root)}" is a symlink loop')
     seen = seen | {real_top}
     for child in sorted(top.iterdir(), key=lambda p: p.name):
-        real = child.resolve()
+        real = _real_path(child, root)
         if child.is_symlink() and not is_within(real, root):
-            raise UploadPathError(f"{child} leads outside the specs directory (through a symlink)")
+            raise UploadPathError(f'"{os.path.relpath(child, root)}" leads outside the specs directory (through a symlink)')
         if not real.exists():
-            raise UploadPathError(f"{child} is a broken symlink")
+            raise UploadPathError(f'"{os.path.relpath(child, root)}" is a broken symlink')
         child_rel = rel / child.name
         if real.is_dir():
             yield child_rel, real, True
