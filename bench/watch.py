@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import statistics
 import subprocess
 import time
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -101,19 +103,22 @@ def watch_rows(b: Bench) -> list[Row]:
     rows = []
     with b.traefik(ws) as traefik, watch_process(b, ws) as watch:
         watch.wait_settled()
-        routable = []
+        routable, stages = [], []
         for name in names(b.sizes.routable_runs, "r"):
-            started = time.monotonic()
+            wall, started = time.time(), time.monotonic()
             ws.write_spec(name)
             routable.append(traefik.wait_status(_host(ws, name), 200, timeout=30) - started)
+            stages.append(_stages(b, ws, name, wall, network=True))
+            stages[-1]["first 200"] = routable[-1]
             watch.alive()
             time.sleep(0.3)  # let the loop and Traefik's throttle window go quiet between runs
         s = summarize(routable)
         rows.append(Row("spec-to-routable", "spec → routable", "watch running; write one spec (atomic rename); "
                         "time to the first 200 through the real Traefik", fmt_summary(s),
                         "median ≤ 350 ms, p95 ≤ 700 ms", s.median <= 0.35 and s.p95 <= 0.70,
-                        data={"samples": routable}))
-        drift, removal = [], []
+                        detail="medians after the write: " + _stage_text(stages),
+                        data={"samples": routable, "stages": stages}))
+        drift, removal, stages = [], [], []
         victims = names(b.sizes.routable_runs, "r")
         for k in range(b.sizes.drift_runs):
             name = victims[k % len(victims)]
@@ -122,18 +127,50 @@ def watch_rows(b: Bench) -> list[Row]:
             (container,) = b.api.containers(filters=flt)  # type: ignore[attr-defined]
             started = time.monotonic()
             b.api.remove_container(container["Id"], force=True)  # type: ignore[attr-defined]
-            removed = time.monotonic()
+            removed, wall = time.monotonic(), time.time()
             removal.append(removed - started)
             drift.append(traefik.wait_status(_host(ws, name), 200, timeout=30) - removed)
+            stages.append(_stages(b, ws, name, wall, network=False))
+            stages[-1]["first 200"] = drift[-1]
             watch.alive()
         s = summarize(drift)
         rows.append(Row("drift-repair", "drift repair", "`docker rm -f` of a routed sandbox (from the moment it "
                         "returns) → 200 again through Traefik", fmt_summary(s), "median ≤ 500 ms", s.median <= 0.5,
-                        detail=f"the `docker rm -f` itself took {fmt_summary(summarize(removal))}",
-                        data={"samples": drift, "removal": removal}))
+                        detail=(f"medians after `docker rm -f` returned: {_stage_text(stages)}; the removal "
+                                f"itself took {fmt_summary(summarize(removal))}"),
+                        data={"samples": drift, "removal": removal, "stages": stages}))
         rows.append(idle_row(b, ws, traefik, watch))
     ws.reconcile("destroy", "--all", "--volumes")
     return rows
+
+
+def _docker_time(stamp: str) -> float:
+    """Unix seconds of a Docker RFC 3339 timestamp with nanoseconds."""
+    whole, _, frac = stamp.rstrip("Z").partition(".")
+    return datetime.fromisoformat(whole).replace(tzinfo=timezone.utc).timestamp() + float(f"0.{frac or 0}")
+
+
+def _stages(b: Bench, ws: Workspace, name: str, since: float, network: bool) -> dict[str, float]:
+    """When the pieces of a sandbox appeared, in seconds after ``since`` (Docker's and the file's clocks)."""
+    api = b.api
+    flt = {"label": [f"{INSTANCE_LABEL}={ws.instance}", f"reconciler.sandbox={name}"]}
+    (container,) = api.containers(filters=flt)  # type: ignore[attr-defined]
+    info = api.inspect_container(container["Id"])  # type: ignore[attr-defined]
+    out = {}
+    if network:
+        net = api.inspect_network(f"rc-{ws.instance}-{name}")  # type: ignore[attr-defined]
+        out["network created"] = _docker_time(net["Created"]) - since
+    out["container created"] = _docker_time(info["Created"]) - since
+    out["started"] = _docker_time(info["State"]["StartedAt"]) - since
+    from reconciler.traefik import dynamic_filename
+
+    out["Traefik file written"] = (ws.traefik_dir / dynamic_filename(ws.instance)).stat().st_mtime - since
+    return out
+
+
+def _stage_text(stages: list[dict[str, float]]) -> str:
+    keys = list(stages[0])
+    return ", ".join(f"{k} +{statistics.median(st[k] for st in stages) * 1000:.0f} ms" for k in keys)
 
 
 def idle_row(b: Bench, ws: Workspace, traefik, watch: WatchProcess) -> Row:  # noqa: ANN001

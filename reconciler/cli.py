@@ -189,6 +189,8 @@ def status_rows(settings: Settings) -> list[dict[str, Any]]:
             state = ("expired" if name in plan.expired else "absent") if loaded else "invalid"
         elif status is not None and status.summary in ("CrashLoop", "NotAnswering", "Failed"):
             state = f"{have.state} ({status.summary})"
+        elif have.state == "restarting" and have.status:
+            state = f"restarting ({have.status})"  # swarm: what the task waits for, e.g. "pending: no suitable node"
         elif name in plan.kept:
             state = f"{have.state} (spec invalid)" if name in desired.protected_names or not loaded else have.state
         elif any(c.name == name and c.action == "recreate" for c in plan.changes):

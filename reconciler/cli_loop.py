@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -90,6 +91,12 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
         print(line, file=stream, flush=True)
 
     run_watch(context_for(settings), stop, resync_interval=args.resync, on_event=show)
+    if any(t.is_alive() and t.name.startswith("reconcile_") for t in threading.enumerate()):
+        # Engine calls abandoned at the stop deadline: do not wait for them. What
+        # they leave half done is what a kill -9 leaves, and the next watch repairs it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
@@ -103,7 +110,7 @@ def cmd_extend(args: argparse.Namespace, settings: Settings) -> int:
     if args.output == "json":
         emit_json({"name": args.name, "expires_at": iso(expires), "unix": expires})
     else:
-        left = max(0, int(expires - time.time()))
+        left = max(0, round(expires - time.time()))
         print(f"{args.name}: expires {iso(expires)} (in {left}s)")
     return 0
 

@@ -110,7 +110,7 @@ def _say(text: str) -> None:
 
 
 def cmd_new(args: argparse.Namespace, settings: Settings) -> int:
-    from .api import create
+    from .lifecycle import create
     from .ops import valid_name
     from .spec_writer import NewSandbox
 
@@ -146,7 +146,7 @@ def cmd_new(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
-    from .api import delete
+    from .lifecycle import delete
 
     deleted = delete(settings, args.name)
     if args.output == "json":
@@ -164,8 +164,9 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_exec(args: argparse.Namespace, settings: Settings) -> int:
-    from .api import make_engine, wait_ready
+    from .cli import make_engine
     from .controller import Context
+    from .lifecycle import wait_ready
     from .ops import find, run, start_detached, valid_name
 
     valid_name(args.name)
@@ -243,7 +244,7 @@ def _progress(label: str, force: bool | None) -> tuple[Callable[[int, int | None
 
 
 def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
-    from .api import make_engine
+    from .cli import make_engine
     from .ops import container_path, find, upload, valid_name
 
     valid_name(args.name)
@@ -261,7 +262,7 @@ def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_download(args: argparse.Namespace, settings: Settings) -> int:
-    from .api import make_engine
+    from .cli import make_engine
     from .ops import container_path, download, find, valid_name
 
     valid_name(args.name)
@@ -289,7 +290,7 @@ def _report(args: argparse.Namespace, done, where: str) -> int:  # noqa: ANN001 
 
 
 def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
-    from .api import make_engine
+    from .cli import make_engine
     from .ops import find, logs, valid_name
 
     valid_name(args.name)

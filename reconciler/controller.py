@@ -54,6 +54,9 @@ class PassInput:
     # their exit is not a crash, they are started again at once.
     stopped_outside: frozenset[str] = frozenset()
     oom_killed: frozenset[str] = frozenset()  # container ids with an oom event
+    # Container ids whose die event came after their last start: Docker's list
+    # may show them "running" for ~0.1 s more, so they are not Ready.
+    died: frozenset[str] = frozenset()
     backoff: bool = True  # False: start exited sandboxes at once (``reconcile apply``)
     wait: float = 0.0  # seconds to wait for started sandboxes to answer
     only: frozenset[str] | None = None
@@ -105,6 +108,8 @@ def narrow(plan: Plan, only: set[str]) -> Plan:
         unchanged=tuple(u for u in plan.unchanged if u in only),
         orphan_networks=(),
         orphan_volumes=(),
+        expired=tuple(n for n in plan.expired if n in only),
+        held=tuple(h for h in plan.held if h[0] in only),
     )
 
 
@@ -146,7 +151,10 @@ def reconcile_pass(
         plan = replace(plan, changes=tuple(c for c in plan.changes if c.action == "destroy"))
     touched = {c.name for c in plan.changes if c.action in ("destroy", "recreate")}
     # Routes go before containers do: Traefik never forwards to a stopping sandbox.
-    if touched:
+    # Before a create or start too: a sandbox removed or stopped from outside still
+    # has its route, and Traefik would hold requests on the dead address until a
+    # TCP retry (~1 s, the drift-repair figure in bench/) instead of a quick 404.
+    if plan.changes:
         still = ctx.ready.ready_set(sb for sb in observed.sandboxes.values() if sb.name not in touched)
         publish_routes(ctx, observed, still)
     born = {name: int(life.born_at) for name, life in plan.lifetimes.items()}

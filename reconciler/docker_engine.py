@@ -344,9 +344,7 @@ class DockerEngine:
     def _create_network(self, name: str, sandbox: str, internal: bool) -> None:
         labels = {**L.owner_labels(self.instance), L.SANDBOX: sandbox}
         used = self._used_subnets()
-        for subnet in self.subnet_pool.subnets(new_prefix=SUBNET_PREFIX):
-            if any(subnet.overlaps(u) for u in used):
-                continue
+        for subnet in free_subnets(self.subnet_pool, SUBNET_PREFIX, used):
             hosts = subnet.hosts()
             gateway = str(next(hosts))
             ipam = docker.types.IPAMConfig(
@@ -359,8 +357,7 @@ class DockerEngine:
                 return
             except APIError as exc:
                 if "overlaps" in str(exc) or "Pool overlaps" in str(exc):
-                    used.append(subnet)  # taken by someone else (another instance, another tool)
-                    continue
+                    continue  # taken by someone else (another instance, another tool): try the next
                 raise EngineError(f"cannot create network {name}: {_explain(exc)}") from exc
         raise EngineError(f"no free /{SUBNET_PREFIX} subnet left in {self.subnet_pool}", permanent=True)
 
@@ -526,6 +523,34 @@ def _to_event(item: Any) -> EngineEvent | None:
         exit_code=int(code) if isinstance(code, str) and code.lstrip("-").isdigit() else None,
         signal=attrs.get("signal"),
     )
+
+
+def free_subnets(
+    pool: ipaddress.IPv4Network | ipaddress.IPv6Network,
+    prefix: int,
+    used: list[ipaddress.IPv4Network | ipaddress.IPv6Network],
+) -> Iterator[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The ``/prefix`` subnets of ``pool`` that overlap nothing in ``used``, lowest first.
+
+    One sweep over sorted address ranges: testing each candidate against every
+    used network cost 60 ms of CPU for the 301st sandbox network (O(n^2) over a
+    fleet), under the lock that serialises network creation."""
+    size = 1 << (pool.max_prefixlen - prefix)
+    first, last = int(pool.network_address), int(pool.broadcast_address)
+    taken = sorted(
+        (int(u.network_address), int(u.broadcast_address))
+        for u in used
+        if u.version == pool.version and int(u.broadcast_address) >= first and int(u.network_address) <= last
+    )
+    i, reach = 0, -1  # reach: the highest address covered by a taken range that starts at or below lo
+    for lo in range(first, last + 1, size):
+        hi = lo + size - 1
+        while i < len(taken) and taken[i][0] <= hi:
+            reach = max(reach, taken[i][1])
+            i += 1
+        if reach >= lo:
+            continue  # a taken range starting at or below hi reaches into this subnet
+        yield ipaddress.ip_network((lo, prefix))
 
 
 def _explain(exc: Exception) -> str:

@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Callable
 
 from .engine import Engine, EngineError
 from .plan import Change, Plan
+
+
+STOP_GRACE = 2.0  # seconds changes under way get once ``cancel`` is set
 
 
 def default_workers() -> int:
@@ -80,7 +83,9 @@ def execute(
 ) -> list[ChangeResult]:
     """Run every change of ``plan``; orphan networks and volumes go last.
 
-    ``cancel``: once set, changes not yet begun are skipped (reported as not ok)."""
+    ``cancel``: once set, changes not yet begun are skipped, and those under way
+    get ``STOP_GRACE`` seconds before they are left to finish on their own
+    (both reported as not ok: the next pass, after a restart too, completes them)."""
     created_at = created_at or (lambda change: int(time.time()))
     results: list[ChangeResult] = []
 
@@ -91,13 +96,29 @@ def execute(
 
     if plan.changes:
         size = min(workers or default_workers(), len(plan.changes))
-        with ThreadPoolExecutor(max_workers=size, thread_name_prefix="reconcile") as pool:
-            futures = [pool.submit(run, c) for c in plan.changes]
-            for future in as_completed(futures):
-                result = future.result()
-                results.append(result)
-                if on_result:
-                    on_result(result)
+        pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="reconcile")
+        futures = {pool.submit(run, c): c for c in plan.changes}
+        pending = set(futures)
+        give_up_at: float | None = None
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=None if cancel is None else 0.1, return_when=FIRST_COMPLETED)
+                for future in done:
+                    result = future.result()
+                    results.append(result)
+                    if on_result:
+                        on_result(result)
+                if cancel is not None and cancel.is_set():
+                    give_up_at = give_up_at or time.monotonic() + STOP_GRACE
+                    if time.monotonic() >= give_up_at:
+                        break
+        finally:
+            pool.shutdown(wait=not pending, cancel_futures=True)
+        for future in pending:
+            why = "skipped: the reconciler is stopping" if future.cancelled() else "abandoned: the reconciler stopped"
+            results.append(ChangeResult(futures[future], False, why))
+        if pending:
+            return sorted(results, key=lambda r: r.change.name)  # no sweeps while changes are in flight
     for name in plan.orphan_networks:
         try:
             engine.remove_network(name)

@@ -28,13 +28,15 @@ from watchfiles._rust_notify import RustNotify  # the documented backend of watc
 
 from . import backoff
 from .controller import Context, PassInput, PassResult, record_pass, reconcile_pass
-from .engine import EngineError, EventStream
-from .lifetime import extended
-from .loader import is_spec_file
+from .engine import Engine, EngineError, EventStream
+from .errors import NotFound, UserError
+from .lifetime import extended, iso
+from .loader import is_spec_file, load_specs
+from .plan import compute_plan
 from .lock import hold_watch_lock, watch_running
 from .settings import Settings
 from .state import StateStore, open_store
-from .status import LoopEvent
+from .status import LoopEvent, crash_restarted
 
 __all__ = ["LoopEvent", "run_watch", "extend", "relevant_change", "next_wake"]
 
@@ -48,6 +50,8 @@ RETRY_FIRST, RETRY_MAX = 0.5, 60.0  # after a failed pass or a failed change
 RECONNECT_FIRST, RECONNECT_MAX = 0.2, 5.0  # reopening the Docker event stream
 STOPPED_OUTSIDE_KEPT = 600.0  # seconds a kill/stop/die event is remembered
 STALE_RECHECK = 0.05  # Docker's list lags its die event by ~0.1 s
+PRUNE_EVERY = 3600.0  # seconds between trims of the events log
+UP_RECHECK = 2.0  # seconds after a crash restart: still up, it is Ready
 # Docker events that mean "look again" (kill and start only update the books).
 TRIGGERING_ACTIONS = frozenset({"create", "die", "oom", "stop", "destroy", "pause", "unpause"})
 _BACKUP_SUFFIXES = ("~", ".swp", ".swo", ".swx", ".tmp", ".bak", ".orig", ".part", ".crdownload")
@@ -90,15 +94,13 @@ def wake(settings: Settings) -> None:
         pass  # the watch will see the change at its next resync
 
 
-def extend(settings: Settings, name: str, seconds: float, *, engine=None, now: float | None = None) -> float:  # noqa: ANN001
+def extend(settings: Settings, name: str, seconds: float, *, engine: Engine | None = None,
+           now: float | None = None) -> float:
     """Push sandbox ``name``'s expiry by ``seconds``; returns the new expiry (unix seconds).
 
     An expired sandbox comes back (recreated by the next pass). Raises NotFound
     for an unknown sandbox and UserError for one without a ttl."""
-    from .cli import make_engine
-    from .errors import NotFound, UserError
-    from .plan import compute_plan
-    from .loader import load_specs
+    from .cli import make_engine  # the one engine factory
 
     if seconds <= 0:
         raise UserError(f"expected a positive duration, got {seconds:g}s")
@@ -119,17 +121,11 @@ def extend(settings: Settings, name: str, seconds: float, *, engine=None, now: f
                 raise UserError(f'sandbox "{name}" has no ttl in its spec, so it never expires; nothing to extend')
             longer = extended(life, seconds, when)
             if store.replace_lifetime(name, stored.get(name), longer):
-                store.add_events([LoopEvent("extended", name, f"expiry pushed to {_iso(longer.expires_at)}", None, when)])
-                wake(settings)
                 assert longer.expires_at is not None
+                store.add_events([LoopEvent("extended", name, f"expiry pushed to {iso(longer.expires_at)}", None, when)])
+                wake(settings)
                 return longer.expires_at
         raise UserError(f'sandbox "{name}": its lifetime kept changing under us; try again')
-
-
-def _iso(seconds: float | None) -> str:
-    from .lifetime import iso
-
-    return iso(seconds) if seconds is not None else "-"
 
 
 # --- the loop ----------------------------------------------------------------------
@@ -161,12 +157,13 @@ class _EngineBook:
                 for book in (self.stopped_outside, self.oom_killed, self.died):
                     book.pop(container_id, None)
 
-    def snapshot(self, now: float) -> tuple[frozenset[str], frozenset[str]]:
+    def snapshot(self, now: float) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+        """(stopped from outside, oom-killed, died since their last start) container ids."""
         with self.lock:
             for book in (self.stopped_outside, self.oom_killed, self.died):
                 for cid in [c for c, t in book.items() if now - t > STOPPED_OUTSIDE_KEPT]:
                     del book[cid]
-            return frozenset(self.stopped_outside), frozenset(self.oom_killed)
+            return frozenset(self.stopped_outside), frozenset(self.oom_killed), frozenset(self.died)
 
     def stale(self, result: PassResult) -> bool:
         """True when the pass saw "running" a container whose death was already announced."""
@@ -248,8 +245,15 @@ def _run_passes(
     emit: Callable[..., None],
     on_pass: OnPass | None = None,
 ) -> None:
+    pruned = -PRUNE_EVERY  # at once, then hourly
     while not stop.is_set():
         started = time.monotonic()
+        if started - pruned > PRUNE_EVERY:
+            try:
+                store.prune()
+            except Exception as exc:  # noqa: BLE001 - a full disk must not stop the loop
+                print(f"reconcile: cannot trim the events log: {exc}", file=sys.stderr)
+            pruned = started
         delay = _one_pass(ctx, store, stop, book, timers, emit, on_pass)
         next_at = min(started + resync_interval, time.monotonic() + delay if delay is not None else float("inf"))
         try:
@@ -277,7 +281,7 @@ def _one_pass(
     """Run one pass and log it; returns seconds until the next timed wake-up (None: the resync)."""
     now = time.time()
     began = time.monotonic()
-    stopped_outside, oom_killed = book.snapshot(now)
+    stopped_outside, oom_killed, died = book.snapshot(now)
     try:
         inp = PassInput(
             now=now,
@@ -285,6 +289,7 @@ def _one_pass(
             restarts=store.restarts(),
             stopped_outside=stopped_outside,
             oom_killed=oom_killed,
+            died=died,
             backoff=True,
             wait=IN_PASS_WAIT,
             cancel=stop,
@@ -336,6 +341,8 @@ def next_wake(result: PassResult, inp: PassInput, timers: _Timers, now: float) -
         timers.probe_delay = PROBE_FIRST if unready != timers.unready else min(timers.probe_delay * 2, PROBE_MAX)
         deadlines.append(timers.probe_delay)
     timers.unready = unready
+    if crash_restarted(result, inp):
+        deadlines.append(UP_RECHECK)  # Ready only if it is still up then
     failed = {r.change.name for r in result.results if not r.ok}
     for name in list(timers.change_failures):
         if name not in failed:
@@ -379,33 +386,45 @@ def _watch_files(
 ) -> None:
     """Put "files" on ``triggers`` for every settled, relevant change."""
     polling = os.environ.get("WATCHFILES_FORCE_POLLING", "").lower() not in ("", "0", "false", "disable", "disabled")
+    missing = False
     while not stop.is_set():
         try:
             notify = RustNotify([str(specs_dir), str(wake_file)], False, polling, 300, True, False)
-        except (FileNotFoundError, OSError, RuntimeError):
+        except (OSError, RuntimeError):
             # No specs directory (yet): the pass reports it; look again shortly.
+            missing = True
             armed.set()
             if stop.wait(1.0):
                 return
-            triggers.put("files")
             continue
         armed.set()
+        if missing:
+            triggers.put("files")  # the directory appeared
+            missing = False
+        inode = _inode(specs_dir)
         try:
             while not stop.is_set():
                 raw = notify.watch(DEBOUNCE_MS, STEP_MS, 5000, stop)
                 if raw == "stop":
                     return
-                if not isinstance(raw, set):
-                    continue
-                if any(path == str(wake_file) or relevant_change(path, specs_dir) for _kind, path in raw):
+                if isinstance(raw, set) and any(
+                    path == str(wake_file) or relevant_change(path, specs_dir) for _kind, path in raw
+                ):
                     triggers.put("files")
-                if not specs_dir.is_dir():
-                    break  # the directory went away (or was replaced): watch it anew
+                if _inode(specs_dir) != inode:
+                    break  # the directory went away or was replaced: watch the new one
         except Exception:  # noqa: BLE001 - a watcher failure must not end the loop: re-arm
             pass
         finally:
             notify.close()
         triggers.put("files")
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
 
 
 # --- the Docker event follower -----------------------------------------------------
@@ -421,7 +440,7 @@ def _follow_engine(ctx: Context, triggers: queue.SimpleQueue[str], stop: threadi
         opened_at = time.time()
         try:
             stream = ctx.engine.events(since=since)
-        except (EngineError, Exception):  # noqa: BLE001 - any failure: retry later
+        except Exception:  # noqa: BLE001 - EngineError or a broken client: retry later
             book.connected.set()  # the first pass need not wait for a dead engine
             lost = True
             if stop.wait(delay):

@@ -81,6 +81,11 @@ def direct_url(have: ObservedSandbox, port: int) -> str:
     require_running(have)
     if not have.ip:
         raise UserError(f'sandbox "{have.name}" has no address on its network')
+    if have.route_port is not None:  # swarm: only the spec port is published, on the node's address
+        if port != have.port:
+            raise UserError(f'sandbox "{have.name}" runs on swarm node {have.node}: only its spec port '
+                            f"{have.port} is reachable from here, at {have.ip}:{have.route_port}")
+        port = have.route_port
     return f"http://{have.ip}:{port}"
 
 
@@ -354,13 +359,20 @@ def logs(engine: Engine, have: ObservedSandbox, tail: int | None = None, follow:
     until the sandbox stops."""
     if tail is not None and tail < 0:
         raise InvalidArgument(f"--tail: expected 0 or more lines, got {tail}")
-    return _log_chunks(engine, have, tail, follow)
-
-
-def _log_chunks(engine: Engine, have: ObservedSandbox, tail: int | None, follow: bool) -> Iterator[bytes]:
     try:
-        yield from engine.logs(have, tail=tail, follow=follow)
+        # Opened now, not at the first next(): a follower sees everything from this call on.
+        chunks = engine.logs(have, tail=tail, follow=follow)
     except EngineError:
         raise
     except Exception as exc:  # the engine client's own errors, e.g. the container went away
         raise EngineError(f"cannot read the logs of {have.name}: {exc}") from exc
+    return _guarded_logs(chunks, have.name)
+
+
+def _guarded_logs(chunks: Iterator[bytes], name: str) -> Iterator[bytes]:
+    try:
+        yield from chunks
+    except EngineError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - as above, while streaming
+        raise EngineError(f"cannot read the logs of {name}: {exc}") from exc

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, Mapping, Sequence
 from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.scalarstring import LiteralScalarString
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarString
 
 from .errors import InvalidArgument, UserError
 from .loader import SPEC_SUFFIXES, display_path, is_spec_file
@@ -110,16 +111,37 @@ def _commented(value: Any, key: str | None = None) -> Any:
     if isinstance(value, dict):
         node = CommentedMap()
         for k, v in value.items():
-            node[k] = _commented(v, k)
+            node[DoubleQuotedScalarString(k) if _yaml11_reads_otherwise(k) else k] = _commented(v, k)
         return node
     if isinstance(value, list):
-        seq = CommentedSeq(_commented(v) for v in value)
         if key == "command":
+            # One line, like a shell command; items YAML 1.1 parsers (PyYAML, libyaml)
+            # would misread inside [...] are quoted, e.g. "main:app".
+            seq = CommentedSeq(DoubleQuotedScalarString(v) if _needs_quotes_in_flow(v) else _commented(v) for v in value)
             seq.fa.set_flow_style()
-        return seq
+            return seq
+        return CommentedSeq(_commented(v) for v in value)
     if isinstance(value, str) and "\n" in value and _literal_safe(value):
         return LiteralScalarString(value)
+    if isinstance(value, str) and _yaml11_reads_otherwise(value):
+        return DoubleQuotedScalarString(value)
     return value
+
+
+_YAML11_WORDS = {"y", "n", "yes", "no", "on", "off"}
+
+
+def _yaml11_reads_otherwise(text: str) -> bool:
+    """YAML 1.2 (ruamel, our loader) reads these as strings, YAML 1.1 tools
+    (PyYAML, many editors) as booleans or numbers: quote them for both."""
+    return text.lower() in _YAML11_WORDS or bool(re.fullmatch(r"[-+]?\d+(:[0-5]?\d)+(\.\d*)?", text))
+
+
+_FLOW_SPECIAL = frozenset(":,[]{}#&*!|>'\"%@`")
+
+
+def _needs_quotes_in_flow(text: str) -> bool:
+    return bool(_FLOW_SPECIAL & set(text)) or not text.isprintable() or text != text.strip()
 
 
 def _literal_safe(text: str) -> bool:
@@ -137,7 +159,7 @@ def spec_files_for(specs_dir: Path, name: str) -> list[Path]:
         entries = sorted(os.scandir(specs_dir), key=lambda e: e.name)
     except OSError:
         return []
-    yaml = YAML(typ="safe")
+    yaml = YAML(typ="rt")  # YAML 1.2, as the loader reads it
     for entry in entries:
         if not is_spec_file(entry.name) or not entry.is_file():
             continue

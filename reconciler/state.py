@@ -79,10 +79,10 @@ class StateStore:
             self._db = sqlite3.connect(str(path), timeout=10.0, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            self._lock = threading.Lock()
             self._migrate()
         except (OSError, sqlite3.Error) as exc:
             raise UserError(f"cannot open the state store {path}: {exc}; check --state-dir") from exc
-        self._lock = threading.Lock()
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -91,11 +91,12 @@ class StateStore:
         if version < SCHEMA_VERSION:
             self._db.executescript(_SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        cutoff = time.time() - EVENTS_KEPT_SECONDS
-        self._db.execute("DELETE FROM events WHERE time < ?", (cutoff,))
-        self._db.execute(
-            "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?", (EVENTS_KEPT_ROWS,)
-        )
+
+    def prune(self) -> None:
+        """Keep the events log to its last 30 days and 100,000 rows."""
+        with self._write() as db:
+            db.execute("DELETE FROM events WHERE time < ?", (time.time() - EVENTS_KEPT_SECONDS,))
+            db.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?", (EVENTS_KEPT_ROWS,))
 
     def close(self) -> None:
         self._db.close()

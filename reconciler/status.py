@@ -118,8 +118,10 @@ def derive(
     names |= {n for n in desired.protected_names}
     if inp.only is not None:
         names &= set(inp.only)
+    if inp.destroy_only:
+        names &= {c.name for c in plan.changes} | set(plan.expired)
     statuses: dict[str, SandboxStatus] = {}
-    events = _change_events(result, inp, settings)
+    events = _change_events(result, inp, previous, settings)
     for name in sorted(names):
         have = observed.sandboxes.get(name)
         loaded = desired.specs.get(name)
@@ -157,7 +159,10 @@ def _verdict(
 ) -> _Verdict:
     desired, plan = result.desired, result.plan
     have = result.observed.sandboxes.get(name)
-    serving = have is not None and have.running and (not port or name in result.ready)
+    serving = (
+        have is not None and have.running and have.container_id not in inp.died
+        and (not port or name in result.ready)
+    )
     what = f"answering on port {port}" if port else "running (no port: not routed)"
     ready = (True, "Ready", what) if serving else _NO
     if name in plan.expired:
@@ -165,6 +170,9 @@ def _verdict(
         when = iso(life.expires_at) if life and life.expires_at else "earlier"
         message = f"ttl expired {when}; edit the spec or run `reconcile extend {name} DURATION` to bring it back"
         return (False, "Expired", message), _NO, (True, "Expired", message)
+    if not desired.complete and name not in desired.specs:
+        message = f"{desired.errors[0] if desired.errors else 'the specs directory cannot be read'}; left as it runs"
+        return ready, _NO, (True, "SpecsUnreadable", message)
     if name in desired.protected_names or (name not in desired.specs and name in plan.kept):
         message = "its spec file is invalid (`reconcile validate` says why); the sandbox is left as it runs"
         return ready, _NO, (True, "InvalidSpec", message)
@@ -182,6 +190,10 @@ def _verdict(
         return ready, (True, "Retrying", text), _NO
     if have is None:
         return _NO, (True, "Creating", "the container is being created"), _NO
+    if name in crash_restarted(result, inp):
+        rec = inp.restarts[name]
+        message = f"restarted after a crash (restart #{rec.restarts}); Ready once it stays up"
+        return _NO, (True, "Restarted", message), _NO
     if serving:
         return ready, _NO, _NO
     if have.running and port:
@@ -196,6 +208,15 @@ def _verdict(
             return _NO, _NO, (True, "NotAnswering", message)
         return _NO, (True, "WaitingForPort", f"started; waiting for {what} to answer"), _NO
     return _NO, (True, "Starting", f"the container is {have.state}"), _NO
+
+
+def crash_restarted(result: PassResult, inp: PassInput) -> set[str]:
+    """Sandboxes this pass restarted after a crash: not Ready until a later look finds them up."""
+    return {
+        r.change.name for r in result.results
+        if r.ok and r.change.action == "start" and (rec := inp.restarts.get(r.change.name)) is not None
+        and rec.retry_at is not None
+    }
 
 
 def _condition(kind: str, value: tuple[bool, str, str], prev: Condition | None, now: float) -> Condition:
@@ -228,13 +249,18 @@ def _transition_events(status: SandboxStatus, prev: SandboxStatus | None, now: f
     return out
 
 
-def _change_events(result: PassResult, inp: PassInput, settings: Settings) -> list[LoopEvent]:
+def _change_events(
+    result: PassResult, inp: PassInput, previous: Mapping[str, SandboxStatus], settings: Settings
+) -> list[LoopEvent]:
     now = inp.now
     out: list[LoopEvent] = []
     for r in result.results:
         c = r.change
         if not r.ok:
-            out.append(LoopEvent("error", c.name, f"{c.action} failed: {r.error}", None, now))
+            message = f"{c.action} failed: {r.error}"
+            prev = previous.get(c.name)
+            if prev is None or message not in (prev.condition("Stalled").message, prev.condition("Reconciling").message):
+                out.append(LoopEvent("error", c.name, message, None, now))  # once, not every retry
             continue
         if c.action == "destroy":
             kind = "expired" if is_expiry(c) else "destroyed"

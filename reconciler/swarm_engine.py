@@ -7,16 +7,19 @@ What a sandbox becomes (all labelled with the instance's ownership labels):
   and its port published in host mode on whichever node runs the task (no VIP:
   that needs IPVS; no ingress mesh), limits and a memory reservation, restart
   policy ``any`` after 1 s, placement constraints from the spec;
-- an overlay network of its own (internal when ``egress: false``), as the plain
-  engine gives each sandbox its own bridge;
+- a network of its own (internal when ``egress: false``): a swarm-scoped
+  *bridge*, made locally (from the node's default address pool) on the node
+  that runs the task. Not an overlay: a sandbox is one task and needs no cross-node
+  traffic, and an overlay's gossip join stalled new tasks in "preparing" for
+  30 s when a replaced task left the same network on another node;
 - one swarm config per uploaded file (content-addressed, immutable, mounted
   read-only at its target on whichever node runs the task).
 
 Observation is one label-filtered list of services, one task list for them, the
-node list, the overlay networks and the manager's images. A sandbox is
+node list, the swarm-scoped networks and the manager's images. A sandbox is
 ``running`` only while a task desired and reported running sits on a ready node;
 its ``ip`` is that node's address and ``route_port`` the published port, so the
-router and the probe reach it without any overlay traffic.
+router and the probe reach it with no overlay traffic at all.
 
 Agent operations: logs come from the manager (service logs). exec, upload and
 download need the engine of the node running the task: the manager's own, or
@@ -30,6 +33,7 @@ import hashlib
 import os
 import threading
 import time
+from concurrent import futures
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Iterable, Iterator, Mapping, NamedTuple
@@ -51,6 +55,7 @@ RESTART_DELAY_NS = 1_000_000_000  # also delays a task rescheduled off a failed 
 STOP_GRACE_NS = 10_000_000_000
 TASK_KIND = "swarm-task"  # the kind label on task containers: never read as a plain sandbox
 POLL_INTERVAL = 0.5  # seconds between two looks of the event stream
+VOLUME_LIST_S = 2.0  # how long observe waits for a node's volume list
 NODES_ENV = "RECONCILER_SWARM_NODES"
 _LIVE_DESIRED = ("running", "ready")  # a task that is (or is about to be) the sandbox
 _NS = 1_000_000_000
@@ -97,12 +102,15 @@ class SwarmEngine:
                 permanent=True,
             )
         self.own_node_id = str(swarm.get("NodeID") or "")
-        self._manager = DockerEngine(instance, client=self.client)  # the manager node's own daemon
+        # The manager node's own daemon: image lookup, and exec on the tasks it runs.
+        self._manager = DockerEngine(instance, client=self.client)
         # Configs and services change together under this lock, so a sweep of
         # unreferenced configs never removes one a create is about to use.
         self._lock = threading.Lock()
+        self._cache_lock = threading.Lock()  # the two maps below
         self._node_engines: dict[str, DockerEngine] = {}
         self._exec_engines: dict[str, DockerEngine] = {}
+        self._lister = futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="swarm-volumes")
 
     # --- observe -------------------------------------------------------------
 
@@ -111,7 +119,7 @@ class SwarmEngine:
         try:
             services, tasks = self._services_and_tasks()
             nodes = {n["ID"]: n for n in self.api.nodes()}
-            networks = self.api.networks(filters={**filters, "driver": "overlay"})
+            networks = self.api.networks(filters={**filters, "scope": "swarm"})
             image_ids = self._manager._resolve_images(images)  # the same lookup as on one machine
         except (APIError, DockerException, requests.RequestException) as exc:
             raise EngineError(f"cannot list swarm objects: {_explain(exc)}") from exc
@@ -159,13 +167,19 @@ class SwarmEngine:
         raise EngineError("services kept changing while listing their tasks; try again")
 
     def _volumes(self, nodes: Mapping[str, dict[str, Any]]) -> dict[str, ObservedVolume]:
-        """Named volumes live on the node that ran the task: listed from every reachable ready node."""
+        """Named volumes live on the node that ran the task: listed from every reachable
+        ready node at once. A node that does not answer within VOLUME_LIST_S is left out
+        of this look (its volumes are seen when it answers again): a hung node must not
+        hold up the pass that reroutes its sandboxes."""
+        filters = {"label": L.selector(self.instance)}
+        listings = [self._lister.submit(engine.api.volumes, filters=filters) for engine in self._reachable_engines(nodes)]
+        done, _late = futures.wait(listings, timeout=VOLUME_LIST_S)
         out: dict[str, ObservedVolume] = {}
-        for engine in self._reachable_engines(nodes):
+        for listing in done:
             try:
-                raw = (engine.api.volumes(filters={"label": L.selector(self.instance)}) or {}).get("Volumes") or []
+                raw = (listing.result() or {}).get("Volumes") or []
             except (APIError, DockerException, requests.RequestException):
-                continue  # a node going away: its volumes are seen when it is back
+                continue  # a node going away
             for vol in raw:
                 labels = vol.get("Labels") or {}
                 if L.is_owned(labels, self.instance):
@@ -178,7 +192,7 @@ class SwarmEngine:
         spec = want.spec
         if not spec.egress and spec.port is not None:
             raise EngineError(
-                f"{want.name}: egress: false with a port cannot be routed on swarm (an internal overlay "
+                f"{want.name}: egress: false with a port cannot be routed on swarm (an internal "
                 "network publishes no ports); set egress: true, drop the port, or use --engine docker",
                 permanent=True,
             )
@@ -342,16 +356,34 @@ class SwarmEngine:
         for attempt in range(40):
             try:
                 self.api.remove_network(info["Id"])
-                return
+                break
+            except NotFound:
+                break
+            except APIError as exc:
+                if "not found" in str(exc.explanation or ""):
+                    break  # gone meanwhile (swarm says so with a 500)
+                # A removed service's tasks may still hold it for a moment.
+                if ("in use" in str(exc) or "active endpoints" in str(exc)) and attempt < 39:
+                    time.sleep(0.1)
+                    continue
+                raise EngineError(f"cannot remove network {name}: {_explain(exc)}") from exc
+        self._wait_network_gone(name, info["Id"])
+
+    def _wait_network_gone(self, name: str, network_id: str, timeout: float = 20.0) -> None:
+        """Until the manager lists it no more: its own copy stays while a task of the
+        removed service still stops on the manager node (measured: about 3.5 s), and
+        a plan made meanwhile would call it an orphan."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.api.inspect_network(network_id)
             except NotFound:
                 return
-            except APIError as exc:
-                # A removed service's tasks may still hold it for a moment.
-                if "in use" in str(exc) or "active endpoints" in str(exc):
-                    if attempt < 39:
-                        time.sleep(0.1)
-                        continue
-                raise EngineError(f"cannot remove network {name}: {_explain(exc)}") from exc
+            except (APIError, DockerException, requests.RequestException) as exc:
+                raise EngineError(f"cannot look at network {name}: {_explain(exc)}") from exc
+            if time.monotonic() > deadline:
+                raise EngineError(f"network {name} is still held by a stopping task after {timeout:g}s")
+            time.sleep(0.1)
 
     def remove_volume(self, name: str) -> None:
         for engine in self._reachable_engines():
@@ -380,6 +412,9 @@ class SwarmEngine:
     # --- networks and configs -----------------------------------------------------
 
     def _ensure_network(self, want: DesiredSandbox) -> str:
+        """The sandbox's own network: a swarm-scoped bridge, which each node that runs
+        the task makes locally from its own default address pool (swarm keeps no
+        IPAM for local drivers: a subnet given here would be dropped)."""
         internal = not want.spec.egress
         try:
             info = self.api.inspect_network(want.network_name)
@@ -399,8 +434,8 @@ class SwarmEngine:
         labels = {**L.owner_labels(self.instance), L.SANDBOX: want.name}
         try:
             created = self.api.create_network(
-                want.network_name, driver="overlay", internal=internal, labels=labels,
-                attachable=False, scope="swarm", check_duplicate=True,
+                want.network_name, driver="bridge", scope="swarm", internal=internal, labels=labels,
+                check_duplicate=True,
             )
         except (APIError, DockerException, requests.RequestException) as exc:
             raise EngineError(f"cannot create network {want.network_name}: {_explain(exc)}") from exc
@@ -470,7 +505,7 @@ class SwarmEngine:
     ) -> str:
         engine, container = self._task_container(have)
         exec_id = engine.exec_create(container, cmd, workdir=workdir, env=env, user=user)
-        with self._lock:
+        with self._cache_lock:
             self._exec_engines[exec_id] = engine
         return exec_id
 
@@ -496,7 +531,7 @@ class SwarmEngine:
         return engine.get_archive(container, path)
 
     def _exec_engine(self, exec_id: str) -> DockerEngine:
-        with self._lock:
+        with self._cache_lock:
             engine = self._exec_engines.get(exec_id)
         if engine is None:
             raise EngineError(f"unknown exec {exec_id[:12]}: it was not created by this engine", permanent=True)
@@ -519,7 +554,7 @@ class SwarmEngine:
 
     def _node_engine(self, node_id: str) -> DockerEngine:
         """A plain engine on the node's own daemon (the manager's, or one from RECONCILER_SWARM_NODES)."""
-        with self._lock:
+        with self._cache_lock:
             cached = self._node_engines.get(node_id)
         if cached is not None:
             return cached
@@ -541,7 +576,7 @@ class SwarmEngine:
                 engine = DockerEngine(self.instance, client=docker.DockerClient(base_url=url, timeout=60))
             except DockerException as exc:
                 raise EngineError(f"cannot reach the engine of node {hostname} at {url}: {exc}") from exc
-        with self._lock:
+        with self._cache_lock:
             return self._node_engines.setdefault(node_id, engine)
 
     def _reachable_engines(self, nodes: Mapping[str, dict[str, Any]] | None = None) -> list[DockerEngine]:
@@ -714,7 +749,7 @@ def upload_files(want: DesiredSandbox) -> list[tuple[str, bytes, int]]:
                 what = "empty" if not data else f"{len(data) / 1024:.0f} KiB"
                 raise EngineError(
                     f"{want.name}: upload {entry.target} is {what}; on swarm every uploaded file is a swarm "
-                    f"config of 1 byte to {MAX_CONFIG_BYTES // 1024} KiB: put big files in the image or a volume",
+                    f"config, which holds 1 to {MAX_CONFIG_BYTES} bytes: put big files in the image or a volume",
                     permanent=True,
                 )
             out.append((entry.target, data, entry.mode))

@@ -35,7 +35,7 @@ class TraefikOptions:
     dynamic_dir: Path
     web_address: str = "127.0.0.1:8080"
     api_address: str = "127.0.0.1:8081"
-    throttle: str = "100ms"
+    throttle: str = "10ms"  # as traefik/traefik.yml: each reload waits this long
     log_level: str = "INFO"
     log_file: Path | None = None
     extra_args: tuple[str, ...] = ()

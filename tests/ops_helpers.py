@@ -7,12 +7,16 @@ import contextlib
 import hashlib
 import io
 import os
+import secrets
 import select
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from helpers import run_cli
 from reconciler import cli
@@ -31,6 +35,7 @@ class Place:
     root: Path
     instance: str
     web_port: int = 0
+    dynamic_dir: Path | None = None  # a Traefik fixture's directory, else a private one
 
     @property
     def specs(self) -> Path:
@@ -38,7 +43,7 @@ class Place:
 
     @property
     def traefik_dir(self) -> Path:
-        return self.root / "dynamic"
+        return self.dynamic_dir or self.root / "dynamic"
 
     @property
     def env(self) -> dict[str, str]:
@@ -93,10 +98,35 @@ class Place:
         return result.stdout.strip()
 
 
-def make_place(tmp_path: Path, instance: str, web_port: int = 0) -> Place:
-    place = Place(tmp_path, instance, web_port)
+def make_place(tmp_path: Path, instance: str, traefik=None) -> Place:  # noqa: ANN001 - helpers.TraefikHandle
+    """A place of its own; with ``traefik``, routed by that Traefik (its dir and web port)."""
+    if traefik is not None:
+        place = Place(tmp_path, instance, traefik.web_port, traefik.dynamic_dir)
+    else:
+        place = Place(tmp_path, instance)
     place.specs.mkdir(parents=True, exist_ok=True)
     return place
+
+
+@pytest.fixture
+def place(tmp_path: Path, instance: str) -> Place:
+    """A place for this test's instance (import this fixture into a test module)."""
+    return make_place(tmp_path, instance)
+
+
+@contextlib.contextmanager
+def private_place(request, docker_client, root: Path) -> Iterator[Place]:  # noqa: ANN001 - pytest/docker objects
+    """A place with an instance of its own, for a sandbox a whole test module
+    shares; everything the instance owns is removed afterwards, by the same
+    function the ``instance`` fixture uses per test."""
+    # By plugin name: "import conftest" may give another directory's conftest.
+    conftest = request.config.pluginmanager.get_plugin(str(Path(__file__).with_name("conftest.py")))
+    place = make_place(root, "t" + secrets.token_hex(4))
+    try:
+        yield place
+    finally:
+        errors = conftest._remove_instance(docker_client, place.instance)
+        assert not errors, errors
 
 
 def sha256_of(path: Path) -> str:

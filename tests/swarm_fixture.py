@@ -28,16 +28,18 @@ rerouting benchmark, and tears it down.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import docker
 
@@ -75,6 +77,15 @@ class SwarmNode:
 
     def client(self, timeout: int = 30) -> docker.DockerClient:
         return docker.DockerClient(base_url=self.base_url, timeout=timeout)
+
+    @contextmanager
+    def connected(self, timeout: int = 30) -> Iterator[docker.DockerClient]:
+        """``with node.connected() as client:`` a client closed afterwards."""
+        client = self.client(timeout)
+        try:
+            yield client
+        finally:
+            client.close()
 
     @property
     def running(self) -> bool:
@@ -117,9 +128,15 @@ class LocalSwarm:
     def by_hostname(self, hostname: str) -> SwarmNode:
         return next(n for n in self.nodes.values() if n.hostname == hostname)
 
-    def stop_node(self, key: str, timeout: float = 30.0) -> None:
-        """Stop one node's dockerd (SIGTERM by pid: its containers stop with it)."""
-        _stop_daemon(self.nodes[key], timeout)
+    def stop_node(self, key: str, timeout: float = 30.0, wait: bool = True) -> None:
+        """Stop one node's dockerd (SIGTERM by pid: its containers stop with it);
+        ``wait=False`` only sends the signal (``stop_node`` again waits for the exit)."""
+        node = self.nodes[key]
+        if wait:
+            _stop_daemon(node, timeout)
+        elif node.running:
+            assert node.proc is not None
+            node.proc.send_signal(signal.SIGTERM)
 
     def start_node(self, key: str, timeout: float = 30.0) -> None:
         """Start a stopped node again; it rejoins the swarm by itself."""
@@ -158,10 +175,12 @@ class LocalSwarm:
         for pid in _pids_mentioning(str(self.root) + "/"):
             forced.append(f"leftover process {pid}: {_cmdline(pid)[:120]}")
             _kill(pid)
+        own = {str(n.dir / "data") for n in self.nodes.values()}
         for mount in _mounts_under(self.root):
-            # dockerd leaves the namespaces of overlay networks and their load balancers
-            # mounted under its exec-root/netns when it stops: unmounting them is normal.
-            if "/exec/netns/" not in mount:
+            # A stopped dockerd may leave its network namespaces (exec-root/netns) and
+            # the private bind of its data-root mounted: unmounting those is normal.
+            # Anything else (a container's rootfs or tmpfs) means a container outlived it.
+            if "/exec/netns/" not in mount and mount not in own:
                 forced.append(f"leftover mount {mount}")
             subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
         for ns in [self.hub, *(n.netns for n in self.nodes.values())]:
@@ -499,12 +518,11 @@ class Failover:
 
 
 def run_failover(swarm: LocalSwarm, workdir: Path, instance: str, traefik_dir: Path,
-                 get_status, host_suffix: str = "localhost", timeout: float = 60.0) -> Failover:  # noqa: ANN001
+                 get_status: Callable[[str], int], host_suffix: str = "localhost", timeout: float = 60.0) -> Failover:
     """Start ``reconcile watch`` on a sandbox placed on a worker, stop that worker's
     engine, and time until Traefik (``get_status(host) -> HTTP status``) serves it
     from another node. The stopped node is started again before returning."""
-    import json
-    import sys
+    from reconciler.labels import default_hostname
 
     specs = workdir / "specs"
     specs.mkdir(parents=True, exist_ok=True)
@@ -521,6 +539,7 @@ def run_failover(swarm: LocalSwarm, workdir: Path, instance: str, traefik_dir: P
                              stdin=subprocess.DEVNULL)
     log.close()
     api = swarm.manager.client().api
+    victim: SwarmNode | None = None
     try:
         def placed() -> tuple[str, str] | None:
             rows = json.loads(subprocess.run([*cli, "status", "-o", "json"], env=env, capture_output=True,
@@ -531,19 +550,17 @@ def run_failover(swarm: LocalSwarm, workdir: Path, instance: str, traefik_dir: P
                 return row["node"], url
             return None
 
-        from reconciler.labels import default_hostname
-
         host = f"{default_hostname(instance, name)}.{host_suffix}"
         before = _wait(lambda: placed() if get_status(host) == 200 else None, timeout, "the sandbox to be routed")
         victim = swarm.by_hostname(before[0])
         began = time.monotonic()
-        swarm.stop_node(victim.key)
-        down = _wait(lambda: _node_state(api, victim.hostname) == "down", timeout, "the node to be seen down")
+        swarm.stop_node(victim.key, wait=False)  # timed from the signal, not from the daemon's exit
+        _wait(lambda: _node_state(api, victim.hostname) == "down", timeout, "the node to be seen down")
         down_s = time.monotonic() - began
         _wait(lambda: _running_elsewhere(api, instance, name, victim.hostname), timeout, "a task on another node")
         running_s = time.monotonic() - began
 
-        def rerouted() -> tuple[str, str] | None:
+        def rerouted() -> str | None:
             url = _route_url(traefik_dir, instance, name)
             if url and url != before[1] and get_status(host) == 200:
                 return url
@@ -552,7 +569,6 @@ def run_failover(swarm: LocalSwarm, workdir: Path, instance: str, traefik_dir: P
         after_url = _wait(rerouted, timeout, "Traefik to route to the new place")
         routed_s = time.monotonic() - began
         after = placed()
-        assert down
         return Failover(before[0], before[1], after[0] if after else "?", after_url, down_s, running_s, routed_s)
     finally:
         watch.send_signal(signal.SIGTERM)
@@ -561,8 +577,9 @@ def run_failover(swarm: LocalSwarm, workdir: Path, instance: str, traefik_dir: P
         except subprocess.TimeoutExpired:
             watch.kill()
             watch.wait()
-        for node in swarm.nodes.values():
-            swarm.start_node(node.key)
+        if victim is not None:
+            swarm.stop_node(victim.key)  # wait for its exit, then start it again
+            swarm.start_node(victim.key)
         swarm.wait_ready()
         subprocess.run([*cli, "destroy", "--all"], env=env, capture_output=True, check=False)
         api.close()
@@ -672,8 +689,5 @@ def _free_port() -> int:
 
 
 if __name__ == "__main__":
-    import json
-    import sys
-
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     print(json.dumps(bench_failover(runs), indent=2))

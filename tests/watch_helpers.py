@@ -14,6 +14,8 @@ from typing import Any
 
 import helpers
 
+from reconciler.traefik import write_atomic
+
 BUSYBOX = "reconciler-test/busybox:latest"
 
 
@@ -113,6 +115,13 @@ class Watch:
         except AssertionError as exc:
             raise AssertionError(f"{exc}\nevents: {self.kinds()}\nstderr: {self.stderr[-2000:]}") from None
 
+    def until(self, predicate, timeout: float, message: str = ""):  # noqa: ANN001, ANN201
+        """``helpers.wait_until``, with the watch's recent events and stderr on a timeout."""
+        try:
+            return helpers.wait_until(predicate, timeout, message=message)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nlast events: {self.kinds()[-30:]}\nstderr: {self.stderr[-2000:]}") from None
+
     def kinds(self) -> list[tuple[str, str | None, str]]:
         with self._lock:
             return [(e["kind"], e["name"], e["message"]) for e in self.events]
@@ -140,12 +149,9 @@ class Watch:
             self.proc.wait(10)
 
     def write(self, name: str, text: str) -> Path:
-        """Write a spec file atomically (temp name the loader ignores, then rename)."""
-        target = self.specs / name
-        tmp = self.specs / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, target)
-        return target
+        """Write a spec file atomically (a temp name the loader ignores, then rename)."""
+        write_atomic(self.specs, text, name)
+        return self.specs / name
 
     def status(self) -> dict[str, dict[str, Any]]:
         out = self.cli("status", "--output", "json")

@@ -6,38 +6,27 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
 from helpers import wait_until
-from ops_helpers import BUSYBOX, SERVE, make_place, read_line, sha256_of, write_random
+from ops_helpers import (  # noqa: F401 - place is a fixture
+    BUSYBOX, SERVE, make_place, place, private_place, read_line, sha256_of, write_random,
+)
 import reconciler.labels as L
 
 pytestmark = pytest.mark.docker
 
 
-@pytest.fixture
-def place(tmp_path: Path, instance: str):
-    return make_place(tmp_path, instance)
-
-
 @pytest.fixture(scope="module")
-def box(docker_client, tmp_path_factory):
+def box(request, docker_client, tmp_path_factory):
     """One plain sandbox "box" shared by the tests that only run things in it."""
-    from conftest import _remove_instance
-
-    shared = make_place(tmp_path_factory.mktemp("box"), "t" + secrets.token_hex(4))
-    try:
+    with private_place(request, docker_client, tmp_path_factory.mktemp("box")) as shared:
         shared.new("box", port=None, command="sleep 600")
         yield shared
-    finally:
-        _remove_instance(docker_client, shared.instance)
 
 
 def container_of(docker_client, instance: str, name: str) -> dict:
@@ -188,8 +177,10 @@ def test_binary_file_round_trips_byte_for_byte(box, tmp_path: Path) -> None:
     assert "/data/in/all-bytes.bin" in up.stdout
     digest = place.run("exec", "box", "--", "sha256sum", "/data/in/all-bytes.bin").stdout.split()[0]
     assert digest == sha256_of(blob)
-    down = place.run("download", "box", "/data/in/all-bytes.bin", str(tmp_path / "back.bin"))
+    down = place.run("download", "box", "-o", "json", "/data/in/all-bytes.bin", str(tmp_path / "back.bin"))
     assert down.returncode == 0, down.stderr
+    assert json.loads(down.stdout) == {"source": "/data/in/all-bytes.bin", "target": str(tmp_path / "back.bin"),
+                                       "files": 1, "bytes": blob.stat().st_size, "skipped": []}
     assert (tmp_path / "back.bin").read_bytes() == blob.read_bytes()
 
 

@@ -40,8 +40,8 @@ def test_kill_9_mid_apply_of_20_then_a_restart_converges_to_exactly_20(instance:
         assert len([c for c in at_kill if c["State"] == "running"]) < 20, "the apply had already finished"
 
         w.start()
-        until(lambda: len([c for c in containers(docker_client, instance) if c["State"] == "running"]) == 20,
-              90, "20 running sandboxes")
+        w.until(lambda: len([c for c in containers(docker_client, instance) if c["State"] == "running"]) == 20,
+                120, "20 running sandboxes")
         time.sleep(2.5)  # one more resync: nothing else should move
         boxes = containers(docker_client, instance)
         assert names_of(docker_client, instance) == wanted  # exactly one container each: no duplicates
@@ -72,8 +72,8 @@ def test_sigterm_stops_within_5s_and_sandboxes_keep_running(instance: str, tmp_p
 
         # Idle, it stops just as well; and a restart finishes the job.
         w.start()
-        until(lambda: len([c for c in containers(docker_client, instance) if c["State"] == "running"]) == 8,
-              60, "8 running sandboxes")
+        w.until(lambda: len([c for c in containers(docker_client, instance) if c["State"] == "running"]) == 8,
+                90, "8 running sandboxes")
         w.wait_event("ready", "t7", timeout=30)
         w.signal(signal.SIGTERM)
         assert w.proc.wait(timeout=5) == 0

@@ -57,21 +57,22 @@ def test_expiry_removes_sandbox_and_route_and_it_stays_gone(instance: str, tmp_p
 def test_extend_pushes_the_expiry_and_brings_an_expired_sandbox_back(instance: str, tmp_path: Path,
                                                                       docker_client) -> None:  # noqa: ANN001
     w = Watch(instance, tmp_path)
-    w.write("ext.yaml", spec_yaml("ext", ttl="4s", port=None, command="exec sleep 1000"))
+    # Long enough for the extend below to land before the first expiry on a busy machine.
+    w.write("ext.yaml", spec_yaml("ext", ttl="8s", port=None, command="exec sleep 1000"))
     try:
         w.start()
         w.wait_event("ready", "ext")
         born = born_at(docker_client, instance, "ext")
-        out = w.cli("extend", "ext", "5s", "--output", "json")
+        out = w.cli("extend", "ext", "4s", "--output", "json")
         assert out.returncode == 0, out.stderr
-        assert json.loads(out.stdout)["expires_at"] == iso(born + 9)
+        assert json.loads(out.stdout)["expires_at"] == iso(born + 12)
         # Past the first expiry it still runs...
-        until(lambda: time.time() > born + 4 + 1.5, 10)
+        until(lambda: time.time() > born + 8 + 1.5, 15)
         assert running(docker_client, instance, "ext") is not None
         assert w.seen("expired", "ext") == []
         # ...and it ends at the new one.
         expired = w.wait_event("expired", "ext", timeout=15)
-        assert expired["message"] == f"ttl expired {iso(born + 9)}"
+        assert expired["message"] == f"ttl expired {iso(born + 12)}"
         until(lambda: not containers(docker_client, instance, "ext"), 10, "the container gone")
 
         # Extending an expired sandbox brings it back for that long (E2B's set_timeout).

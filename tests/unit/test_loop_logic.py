@@ -3,6 +3,7 @@ filter, the next timed wake-up, and status conditions."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -129,3 +130,19 @@ def test_a_held_crash_is_stalled_crash_loop_with_its_logs() -> None:
     stalled = status.condition("Stalled")
     assert stalled.status and "exited with code 3" in stalled.message and stalled.message.endswith("boom")
     assert [e.kind for e in events] == ["crashloop"]
+
+
+# --- command-line durations -----------------------------------------------------------
+
+
+def test_resync_and_extend_durations() -> None:
+    import argparse
+
+    from reconciler.cli_loop import seconds_arg, since_arg
+
+    assert seconds_arg("30s") == 30 and seconds_arg("1h30m") == 5400 and seconds_arg("0.5") == 0.5
+    for bad in ("soon", "0", "-1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            seconds_arg(bad)
+    assert since_arg("2026-01-01T10:00:00Z") == 1767261600.0
+    assert abs(since_arg("1h") - (time.time() - 3600)) < 5

@@ -184,3 +184,19 @@ def test_api_missing_upload_source_is_not_found(no_engine: Path, tmp_path: Path)
 
     with pytest.raises(NotFound, match="does not exist"):
         upload(None, None, tmp_path / "nope", "/tmp/")  # type: ignore[arg-type]
+
+
+def test_new_leaves_the_apply_to_a_running_watch_loop(no_engine: Path, capsys) -> None:
+    # A watch holds the lock: `new --apply` writes the spec and touches no engine
+    # (DOCKER_HOST points at nothing), because the loop will apply it.
+    import json
+
+    from reconciler.lock import hold_watch_lock
+    from reconciler.settings import Settings
+
+    settings = Settings(specs=Path("specs"), state_dir=Path("state"), instance="tsec", traefik_dir=Path("dyn"))
+    with hold_watch_lock(settings):
+        assert cli.main(["new", "calc", "--image", "x:1", "--apply", "-o", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["applied"], report["watch_loop"]) == (False, True)
+    assert (no_engine / "calc.yaml").exists()

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from ruamel.yaml import YAML
 
 from reconciler.errors import InvalidArgument, UserError
 from reconciler.loader import load_specs
@@ -43,6 +44,18 @@ def test_written_specs_load_back_to_the_same_spec(tmp_path: Path, index: int) ->
     assert desired.specs["rt"].spec == check(spec_data(new), tmp_path)
     assert desired.specs["rt"].spec.spec.uploads[0].content == TRICKY_CONTENT[index]
     assert path == tmp_path / "rt.yaml"
+
+
+def test_written_specs_read_the_same_in_yaml_1_1(tmp_path: Path) -> None:
+    # libyaml (PyYAML's parser, YAML 1.1) must see the same values: no "no" turning
+    # false, no "main:app" breaking a flow list.
+    new = NewSandbox(name="rt", image="x:1", command=["python3", "-m", "uvicorn", "main:app", "--port", "8000",
+                                                      "a,b", "[x]", "{y}", "#z", " pad", "no", "two\nlines", "tab\there"],
+                     env={**TRICKY_ENV, "YES": "yes", "OFF": "Off", "TIME": "1:20", "Y": "y"})
+    text = render(spec_data(new))
+    yaml11 = YAML(typ="safe", pure=False)
+    yaml11.version = (1, 1)
+    assert yaml11.load(text) == spec_data(new)
 
 
 def test_the_file_is_readable_yaml(tmp_path: Path) -> None:
@@ -101,3 +114,13 @@ def test_invalid_options_are_refused_before_writing(tmp_path: Path, new: NewSand
     (tmp_path / "site").mkdir()
     with pytest.raises(InvalidArgument, match=message.replace("(", r"\(").replace(".", r"\.")):
         check(spec_data(new), tmp_path)
+
+
+def test_spec_files_for_reads_yaml_1_2_like_the_loader(tmp_path: Path) -> None:
+    # A plain main:app inside [...] is fine in YAML 1.2 (the loader) and an error in 1.1.
+    (tmp_path / "hand.yaml").write_text(
+        "apiVersion: reconciler/v1\nkind: Sandbox\nmetadata: {name: hand}\n"
+        "spec: {image: 'x:1', command: [uvicorn, main:app]}\n"
+    )
+    assert "hand" in load_specs(tmp_path).specs
+    assert spec_files_for(tmp_path, "hand") == [tmp_path / "hand.yaml"]
