@@ -123,6 +123,14 @@ def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
     from .execute import ChangeResult
     from .plan import SYMBOLS
 
+    from .lock import watch_running
+
+    if watch_running(settings) and not args.force:
+        # Two controllers converging one instance would fight over its containers.
+        raise UserError(
+            f'a watch loop manages instance "{settings.instance}" and applies every change itself; '
+            "see what it is doing with `reconcile plan` / `reconcile status`, or pass --force"
+        )
     ctx = context_for(settings)
     show_progress = args.output == "text" and sys.stderr.isatty()
 
@@ -359,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detailed-exitcode", action="store_true", help="exit 0 no changes, 1 error, 2 changes")
     p = add("apply", cmd_apply, "converge once: create, recreate, start and destroy sandboxes")
     p.add_argument("--no-wait", action="store_true", help="do not wait for started sandboxes to answer")
+    p.add_argument("--force", action="store_true", help="apply even while a watch loop runs for this instance")
     add("status", cmd_status, "one row per sandbox")
     p = add("url", cmd_url, "print a sandbox's URL")
     p.add_argument("name")

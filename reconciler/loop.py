@@ -215,8 +215,7 @@ def run_watch(
         for thread in threads:
             thread.start()
         # Arm both watchers before the first pass: nothing written after it is missed.
-        armed.wait(5.0)
-        book.connected.wait(5.0)
+        _wait_unless_stopped((armed, book.connected), stop, timeout=5.0)
         emit = _emitter(store, on_event)
         emit([LoopEvent("watching", None, f"watching {settings.specs} (instance {settings.instance}, "
                                           f"resync {resync_interval:g}s)")])
@@ -232,6 +231,17 @@ def run_watch(
             for thread in threads:
                 thread.join(timeout=2.0)
             emit([LoopEvent("stopped", None, "watch stopped; sandboxes keep running")])
+
+
+def _wait_unless_stopped(events: tuple[threading.Event, ...], stop: threading.Event, timeout: float) -> None:
+    """Wait for every event in ``events``, but give up at once when ``stop`` is set."""
+    deadline = time.monotonic() + timeout
+    for event in events:
+        while not event.is_set() and not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            event.wait(min(0.05, left))
 
 
 def _run_passes(

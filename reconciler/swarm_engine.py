@@ -10,8 +10,9 @@ What a sandbox becomes (all labelled with the instance's ownership labels):
 - a network of its own (internal when ``egress: false``): a swarm-scoped
   *bridge*, made locally (from the node's default address pool) on the node
   that runs the task. Not an overlay: a sandbox is one task and needs no cross-node
-  traffic, and an overlay's gossip join stalled new tasks in "preparing" for
-  30 s when a replaced task left the same network on another node;
+  traffic, and joining an overlay (its gossip "bulk sync") left about 1 in 10
+  replacement tasks in "preparing" for 30 s here; a bridge also starts a task in
+  0.6 s instead of 1.4 s;
 - one swarm config per uploaded file (content-addressed, immutable, mounted
   read-only at its target on whichever node runs the task).
 

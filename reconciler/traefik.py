@@ -33,6 +33,7 @@ def dynamic_filename(instance: str) -> str:
 TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "traefik" / "dynamic-conf.yml.j2"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9-]+$")
 _HOST = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+_HEALTH_PATH = re.compile(r"^/[A-Za-z0-9._~/%?=&-]*$")
 _URL = re.compile(r"^https?://[0-9A-Za-z.:\[\]-]+(/[A-Za-z0-9._~/-]*)?$")
 
 
@@ -45,6 +46,9 @@ class Route:
     name: str  # router and service name (no "@")
     host: str  # exact Host() match
     url: str  # where the sandbox answers
+    # With a health path, Traefik itself keeps checking the sandbox after the
+    # reconciler's readiness gate let it in, and stops sending to it while it fails.
+    health_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,14 @@ def routes_for(sandboxes: Iterable[ObservedSandbox], instance: str, domain: str)
     for sb in sandboxes:
         if not sb.running or not sb.endpoint or not sb.hostname:
             continue
-        out.append(Route(name=f"rc-{instance}-{sb.name}", host=f"{sb.hostname}.{domain}", url=sb.endpoint))
+        out.append(
+            Route(
+                name=f"rc-{instance}-{sb.name}",
+                host=f"{sb.hostname}.{domain}",
+                url=sb.endpoint,
+                health_path=sb.health_path or "",
+            )
+        )
     return sorted(out)
 
 
@@ -112,6 +123,8 @@ def render(
             raise RenderError(f"host {route.host!r} is not a DNS name")
         if not _URL.match(route.url):
             raise RenderError(f"server url {route.url!r} is not a plain http URL")
+        if route.health_path and not _HEALTH_PATH.match(route.health_path):
+            raise RenderError(f"health path {route.health_path!r} is not a plain HTTP path")
     if not _SAFE_NAME.match(options.entrypoint):
         raise RenderError(f"entrypoint {options.entrypoint!r} is not a plain name")
     if options.tls_resolver is not None and not _SAFE_NAME.match(options.tls_resolver):
@@ -144,6 +157,9 @@ def validate(text: str, routes: list[Route]) -> None:
         raise RenderError("rendered config does not hold exactly the expected routers and services")
     for r in routes:
         servers = services[r.name]["loadBalancer"]["servers"]
+        check = services[r.name]["loadBalancer"].get("healthCheck") or {}
+        if check.get("path", "") != r.health_path:
+            raise RenderError(f"rendered route {r.name} has the wrong health check")
         if routers[r.name]["rule"] != f"Host(`{r.host}`)" or servers != [{"url": r.url}]:
             raise RenderError(f"rendered route {r.name} does not match what was asked")
 
@@ -194,7 +210,7 @@ def publish(
 def inputs_digest(routes: list[Route], instance: str, options: RouterOptions, template_path: Path) -> str:
     """sha256 over the routes, the instance, the router options and the template's text."""
     payload = json.dumps(
-        [[[r.name, r.host, r.url] for r in routes], instance, options.domain, options.entrypoint,
+        [[[r.name, r.host, r.url, r.health_path] for r in routes], instance, options.domain, options.entrypoint,
          options.tls_resolver, template_path.read_text(encoding="utf-8")]
     )
     return hashlib.sha256(payload.encode()).hexdigest()

@@ -93,6 +93,11 @@ def test_a_second_watch_of_the_same_instance_and_state_dir_exits_with_a_clear_me
         assert f'another "reconcile watch" is already running for instance "{instance}"' in second.stderr
         assert f"(pid {first.proc.pid})" in second.stderr
         assert first.proc.poll() is None  # the first one is unharmed
+        # A one-shot apply would fight the loop over the same containers: refused.
+        apply = first.cli("apply")
+        assert apply.returncode == 1
+        assert "a watch loop manages instance" in apply.stderr
+        assert first.cli("apply", "--force").returncode == 0
     finally:
         assert first.stop() == 0
     again = Watch(instance, tmp_path).start()  # the lock is free once the first one is gone

@@ -188,3 +188,19 @@ def test_many_routes_render_and_validate() -> None:
               for i in range(100)]
     http = parse(render(routes, "default"))["http"]
     assert len(http["routers"]) == len(http["services"]) == 100
+
+
+def test_health_path_becomes_a_traefik_health_check() -> None:
+    routes = [
+        Route("rc-x-a", "a.localhost", "http://10.213.0.2:8000", health_path="/health"),
+        Route("rc-x-b", "b.localhost", "http://10.213.0.18:8000"),
+    ]
+    services = parse(render(routes, "x"))["http"]["services"]
+    assert services["rc-x-a"]["loadBalancer"]["healthCheck"] == {"path": "/health", "interval": "5s", "timeout": "2s"}
+    assert "healthCheck" not in services["rc-x-b"]["loadBalancer"]
+
+
+@pytest.mark.parametrize("path", ["health", "/a b", "/{{x}}", "/\"q"])
+def test_hostile_health_path_is_refused(path: str) -> None:
+    with pytest.raises(RenderError):
+        render([Route("rc-x-a", "a.localhost", "http://10.213.0.2:8000", health_path=path)], "x")
