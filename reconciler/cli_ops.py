@@ -29,7 +29,8 @@ def register(add: AddCommand) -> None:
                    help="copy SRC (a path inside the specs dir) to DEST before start; repeatable")
     p.add_argument("--env", action="append", default=[], metavar="K=V", help="environment variable; repeatable")
     p.add_argument("--workdir", help="working directory in the sandbox")
-    p.add_argument("--no-egress", action="store_true", help="no outbound network at all (still routable)")
+    p.add_argument("--no-egress", action="store_true",
+                   help="an internal network: no connections to other networks or the internet (still routable)")
     p.add_argument("--apply", action="store_true", help="start it now (unless a watch loop runs: it will)")
     p.add_argument("--wait", action="store_true", help="start it and wait until it answers; prints its URL")
     p.add_argument("--timeout", type=seconds_arg, metavar="DURATION", help="with --wait: how long (default 30s)")

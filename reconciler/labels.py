@@ -23,6 +23,11 @@ HEALTH_PATH = PREFIX + "health-path"
 CREATED_AT = PREFIX + "created-at"  # unix seconds, first creation of this lifetime
 TTL = PREFIX + "ttl"  # seconds
 USER_PREFIX = PREFIX + "user."  # spec metadata.labels are copied under this prefix
+# Warm pool members (kind "pool-member"): labels are fixed at create, so a claimed
+# member keeps these and takes the sandbox's identity by name (see pools.py).
+POOL = PREFIX + "pool"
+MEMBER = PREFIX + "pool-member"  # the member's own id, unique within its pool
+POOL_HASH = PREFIX + "pool-hash"  # config hash of the pool spec it was made from
 
 NAME_PREFIX = "rc"
 
@@ -49,6 +54,19 @@ def container_name(instance: str, sandbox: str) -> str:
 
 def network_name(instance: str, sandbox: str) -> str:
     return f"{NAME_PREFIX}-{instance}-{sandbox}"
+
+
+def member_name(instance: str, pool: str, member: str) -> str:
+    """``rc-<instance>.<pool>.<id>``: container and network of an idle pool member.
+    The dots keep it apart from every sandbox name (no sandbox name has one)."""
+    return f"{NAME_PREFIX}-{instance}.{pool}.{member}"
+
+
+def claimed_sandbox(instance: str, container_name: str) -> str | None:
+    """The sandbox a pool member was renamed for (``rc-<instance>-<sandbox>``), or None while idle."""
+    prefix = f"{NAME_PREFIX}-{instance}-"
+    rest = container_name[len(prefix):] if container_name.startswith(prefix) else ""
+    return rest if rest and "." not in rest else None
 
 
 def volume_name(instance: str, sandbox: str, volume: str) -> str:

@@ -20,7 +20,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from .errors import SpecError
-from .spec import SandboxSpec
+from .spec import PoolSpec, SandboxSpec
 from .uploads import DigestCache, ResolvedUpload, StatKey, UploadPathError, is_racy, resolve_upload, stat_key
 
 SPEC_SUFFIXES = (".yaml", ".yml")
@@ -45,6 +45,20 @@ class LoadedSpec:
 
 
 @dataclass(frozen=True)
+class LoadedPool:
+    """A valid ``kind: Pool`` spec (a warm pool; see pools.py)."""
+
+    path: Path
+    rel: str
+    spec: PoolSpec
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.metadata.name
+
+
+@dataclass(frozen=True)
 class Desired:
     """What the specs directory asks for, and what it could not read."""
 
@@ -56,12 +70,13 @@ class Desired:
     protected_names: frozenset[str] = frozenset()
     # False when the directory itself could not be listed: then nothing is destroyed.
     complete: bool = True
+    pools: dict[str, LoadedPool] = field(default_factory=dict)  # ``kind: Pool`` specs, by name
 
 
 @dataclass
 class _FileResult:
     key: StatKey
-    spec: SandboxSpec | None
+    spec: SandboxSpec | PoolSpec | None
     name: str | None
     name_pos: tuple[int, int] | None
     errors: list[SpecError]
@@ -75,7 +90,7 @@ class LoadCache:
 
     files: dict[str, _FileResult] = field(default_factory=dict)
     digests: DigestCache = field(default_factory=DigestCache)
-    loaded: dict[str, LoadedSpec] = field(default_factory=dict)  # by path: the last LoadedSpec handed out
+    loaded: dict[str, LoadedSpec | LoadedPool] = field(default_factory=dict)  # by path: the last one handed out
 
 
 def is_spec_file(name: str) -> bool:
@@ -134,6 +149,7 @@ def load_specs(specs_dir: Path, cache: LoadCache | None = None) -> Desired:
             by_name.setdefault(result.name, []).append(rel)
 
     specs: dict[str, LoadedSpec] = {}
+    pools: dict[str, LoadedPool] = {}
     errors: list[SpecError] = []
     protected_files: set[str] = set()
     protected_names: set[str] = set()
@@ -153,6 +169,14 @@ def load_specs(specs_dir: Path, cache: LoadCache | None = None) -> Desired:
                 )
             )
         loaded = None
+        if not file_errors and isinstance(result.spec, PoolSpec):
+            previous_pool = cache.loaded.get(str(path))
+            pool = LoadedPool(path=path, rel=rel, spec=result.spec)
+            if isinstance(previous_pool, LoadedPool) and previous_pool.spec is pool.spec:
+                pool = previous_pool  # keep its memo (hashes) while the file is unchanged
+            cache.loaded[str(path)] = pool
+            pools[pool.name] = pool
+            continue
         if not file_errors and result.spec is not None:
             loaded, upload_errors = _resolve_uploads(specs_dir, path, rel, result, cache.digests)
             file_errors.extend(upload_errors)
@@ -167,13 +191,14 @@ def load_specs(specs_dir: Path, cache: LoadCache | None = None) -> Desired:
             loaded = previous  # same parsed file, same upload digests: keep its memo
         cache.loaded[str(path)] = loaded
         specs[loaded.name] = loaded
-    for stale in set(cache.loaded) - {str(s.path) for s in specs.values()}:
+    for stale in set(cache.loaded) - {str(s.path) for s in [*specs.values(), *pools.values()]}:
         del cache.loaded[stale]
     return Desired(
         specs=specs,
         errors=tuple(sorted(errors)),
         protected_files=frozenset(protected_files),
         protected_names=frozenset(protected_names),
+        pools=pools,
     )
 
 
@@ -246,10 +271,12 @@ def _parse_file(path: Path, key: StatKey) -> _FileResult:
             [SpecError(shown, 1, 1, None, "expected a mapping with apiVersion, kind, metadata and spec")],
         )
     name, name_pos = _name_of(tree)
+    # Dispatch on kind; anything but Pool is read as a Sandbox (whose error names the kinds).
+    model: type[SandboxSpec | PoolSpec] = PoolSpec if tree.get("kind") == "Pool" else SandboxSpec
     try:
-        spec = SandboxSpec.model_validate(tree)
+        spec = model.model_validate(tree)
     except ValidationError as exc:
-        return _FileResult(key, None, name, name_pos, _map_errors(shown, tree, exc), tree)
+        return _FileResult(key, None, name, name_pos, _map_errors(shown, tree, exc, model), tree)
     return _FileResult(key, spec, spec.metadata.name, name_pos, [], tree)
 
 
@@ -345,9 +372,9 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
-def _model_fields(loc: tuple[Any, ...]) -> list[str]:
+def _model_fields(loc: tuple[Any, ...], root: type[BaseModel] = SandboxSpec) -> list[str]:
     """The field names a model at ``loc`` accepts, for 'did you mean'."""
-    model: type[BaseModel] | None = SandboxSpec
+    model: type[BaseModel] | None = root
     for part in loc[:-1]:
         if model is None or isinstance(part, int) or part not in model.model_fields:
             if isinstance(part, int):
@@ -368,7 +395,9 @@ def _inner_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _map_errors(shown: str, tree: CommentedMap, exc: ValidationError) -> list[SpecError]:
+def _map_errors(
+    shown: str, tree: CommentedMap, exc: ValidationError, root: type[BaseModel] = SandboxSpec
+) -> list[SpecError]:
     grouped: dict[str, list[dict[str, Any]]] = {}
     for err in exc.errors(include_url=False):
         grouped.setdefault(_field_path(tuple(err["loc"]), tree), []).append(err)
@@ -382,7 +411,7 @@ def _map_errors(shown: str, tree: CommentedMap, exc: ValidationError) -> list[Sp
         if kind == "extra_forbidden":
             line, col = _position(tree, loc)
             name = str(loc[-1])
-            close = difflib.get_close_matches(name, _model_fields(loc), n=1)
+            close = difflib.get_close_matches(name, _model_fields(loc, root), n=1)
             hint = f' (did you mean "{close[0]}"?)' if close else ""
             message = f"unknown field{hint}"
         elif kind == "missing":

@@ -102,6 +102,44 @@ class ObservedVolume:
 
 
 @dataclass(frozen=True)
+class ObservedMember:
+    """An idle warm-pool member: started, not routed, waiting to be claimed.
+    (A claimed member is presented as the sandbox it became: ``Observed.sandboxes``.)"""
+
+    pool: str
+    member: str  # its id within the pool
+    container_id: str
+    container_name: str
+    state: str
+    labels: Mapping[str, str]
+    image_id: str = ""
+    ip: str | None = None
+
+    @property
+    def config_hash(self) -> str:
+        return self.labels.get(L.POOL_HASH, "")
+
+    @property
+    def created_at(self) -> int | None:
+        raw = self.labels.get(L.CREATED_AT)
+        return int(raw) if raw and raw.isdigit() else None
+
+    @property
+    def spec_file(self) -> str | None:
+        return self.labels.get(L.SPEC_FILE)
+
+
+@dataclass(frozen=True)
+class MemberNetwork:
+    """The network a pool member was created with (it keeps it when claimed)."""
+
+    name: str
+    network_id: str
+    pool: str
+    created: float = 0.0  # unix seconds
+
+
+@dataclass(frozen=True)
 class Observed:
     instance: str
     sandboxes: Mapping[str, ObservedSandbox] = field(default_factory=dict)
@@ -111,3 +149,8 @@ class Observed:
     networks: Mapping[str, ObservedNetwork] = field(default_factory=dict)
     volumes: Mapping[str, ObservedVolume] = field(default_factory=dict)
     images: Mapping[str, str] = field(default_factory=dict)  # reference -> image id
+    # Warm pools (engines that have them): idle members, and the networks of all
+    # members, idle or claimed, by name.
+    members: tuple[ObservedMember, ...] = ()
+    member_networks: Mapping[str, MemberNetwork] = field(default_factory=dict)
+    pool_support: bool = False

@@ -12,14 +12,17 @@ Given ``hold``, exited sandboxes waiting out a crash-loop backoff are not starte
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 from . import lifetime as lt
 from .container_config import DesiredSandbox, changed_fields, desired_sandbox
 from .errors import SpecError
 from .lifetime import Lifetime
 from .loader import Desired
-from .observed import Observed, ObservedSandbox
+from .observed import Observed, ObservedMember, ObservedSandbox
+
+if TYPE_CHECKING:
+    from .pools import PoolChange, PoolSize
 
 Action = Literal["create", "recreate", "start", "destroy"]
 SYMBOLS: dict[str, str] = {"create": "+", "recreate": "-/+", "start": "~", "destroy": "-"}
@@ -33,15 +36,19 @@ class Change:
     desired: DesiredSandbox | None = None
     observed: ObservedSandbox | None = None
     remove_volumes: bool = False  # only when the sandbox itself goes away
+    claim: ObservedMember | None = None  # create/recreate: take this idle pool member (pools.py)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "action": self.action,
             "name": self.name,
             "cause": self.cause,
             "container_id": self.observed.container_id if self.observed else None,
             "config_hash": self.desired.config_hash if self.desired else None,
         }
+        if self.claim is not None:
+            out["claim"] = self.claim.container_id
+        return out
 
 
 @dataclass(frozen=True)
@@ -71,10 +78,13 @@ class Plan:
     lifetimes: dict[str, Lifetime] = field(default_factory=dict)
     expired: tuple[str, ...] = ()
     held: tuple[tuple[str, str], ...] = ()  # (name, why): exited, restart waits for its backoff
+    # Warm pools: idle members to start and remove, and each pool's size as observed.
+    pool_changes: tuple[PoolChange, ...] = ()
+    pools: tuple[PoolSize, ...] = ()
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.changes or self.orphan_networks or self.orphan_volumes)
+        return bool(self.changes or self.orphan_networks or self.orphan_volumes or self.pool_changes)
 
     def counts(self) -> tuple[int, int, int]:
         """(to add, to change, to destroy), counted as Terraform does (a recreate is both)."""
@@ -92,11 +102,13 @@ def compute_plan(
     lifetimes: Mapping[str, Lifetime] | None = None,
     now: float | None = None,
     hold: Mapping[str, str] | None = None,
+    unavailable: frozenset[str] = frozenset(),
 ) -> Plan:
     """What it takes to make ``observed`` equal ``desired``.
 
     ``now``: enforce TTLs against the stored ``lifetimes`` (without it, no TTL
-    logic at all). ``hold``: sandbox name -> why its restart must wait."""
+    logic at all). ``hold``: sandbox name -> why its restart must wait.
+    ``unavailable``: pool member container ids a background refill is changing."""
     changes: list[Change] = []
     problems: list[Problem] = [Problem(None, e.message, e) for e in desired.errors]
     kept: list[str] = []
@@ -176,6 +188,11 @@ def compute_plan(
         changes.append(Change("destroy", name, "no spec", observed=have, remove_volumes=True))
     for stray in observed.strays:
         changes.append(Change("destroy", stray.name or stray.container_name, "duplicate container", observed=stray))
+    from .pools import plan_pools  # here: pools builds on this module's Change
+
+    pooled = plan_pools(desired, observed, changes, now, unavailable)
+    changes = list(pooled.changes)
+    problems.extend(pooled.problems)
 
     if now is not None:
         # A record is dropped only when its spec is surely gone: never while a
@@ -189,6 +206,7 @@ def compute_plan(
     orphan_networks = tuple(
         sorted(n for n, net in observed.networks.items() if net.sandbox not in alive and net.sandbox not in going)
     )
+    orphan_networks = tuple(sorted({*orphan_networks, *pooled.orphan_networks}))
     orphan_volumes = tuple(
         sorted(n for n, vol in observed.volumes.items() if vol.sandbox not in alive and vol.sandbox not in going)
     )
@@ -205,6 +223,8 @@ def compute_plan(
         lifetimes=lives,
         expired=tuple(sorted(expired)),
         held=tuple(sorted(held)),
+        pool_changes=pooled.pool_changes,
+        pools=pooled.sizes,
     )
 
 
@@ -238,6 +258,9 @@ def render_text(plan: Plan) -> str:
         lines.append(f"  - network {net} (orphan)")
     for vol in plan.orphan_volumes:
         lines.append(f"  - volume {vol} (orphan)")
+    from .pools import footer, render_lines
+
+    lines.extend(render_lines(plan.pool_changes))
     for name in plan.kept:
         lines.append(f"  ! {name} (left as it is: its spec is invalid or its image is missing)")
     gone = {c.name for c in plan.changes}
@@ -254,6 +277,9 @@ def render_text(plan: Plan) -> str:
         lines.append(f"error: {problem}")
     if not plan.has_changes:
         lines.append("No changes. Sandboxes match the specs.")
+    pools_line = footer(plan.pool_changes)
+    if pools_line:
+        lines.append(pools_line)
     add, change, destroy = plan.counts()
     lines.append(f"Plan: {add} to add, {change} to change, {destroy} to destroy.")
     return "\n".join(lines) + "\n"
@@ -277,4 +303,6 @@ def render_json(plan: Plan) -> dict[str, Any]:
             for p in plan.problems
         ],
         "summary": {"add": add, "change": change, "destroy": destroy},
+        "pool_changes": [c.to_json() for c in plan.pool_changes],
+        "pools": [p.to_json() for p in plan.pools],
     }

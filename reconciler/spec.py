@@ -374,6 +374,24 @@ class Placement(StrictModel):
     )
 
 
+def check_image(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:@-]*", value):
+        raise _fail("image", "expected an image reference like busybox:latest, got {got}", got=_show(value))
+    return value
+
+
+def check_env_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str) or not ENV_KEY_RE.match(key):
+                raise _fail(
+                    "env_key",
+                    "expected variable names of letters, digits and _, got {got}",
+                    got=_show(key),
+                )
+    return value
+
+
 class SandboxBody(StrictModel):
     image: str = Field(min_length=1)
     command: list[str] | str | None = Field(
@@ -392,13 +410,14 @@ class SandboxBody(StrictModel):
     egress: bool = Field(default=True, description="false: no outbound network at all")
     capabilities: list[str] = Field(default_factory=list, description="extra Linux capabilities")
     placement: Placement | None = None
+    pool: Name | None = Field(
+        default=None, description="claim a warm container from this pool (a spec of kind Pool) when one matches"
+    )
 
     @field_validator("image")
     @classmethod
     def _image(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:@-]*", value):
-            raise _fail("image", "expected an image reference like busybox:latest, got {got}", got=_show(value))
-        return value
+        return check_image(value)
 
     @field_validator("command")
     @classmethod
@@ -410,15 +429,7 @@ class SandboxBody(StrictModel):
     @field_validator("env", mode="before")
     @classmethod
     def _env_keys(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            for key in value:
-                if not isinstance(key, str) or not ENV_KEY_RE.match(key):
-                    raise _fail(
-                        "env_key",
-                        "expected variable names of letters, digits and _, got {got}",
-                        got=_show(key),
-                    )
-        return value
+        return check_env_keys(value)
 
     @field_validator("capabilities")
     @classmethod
@@ -453,6 +464,47 @@ class SandboxSpec(StrictModel):
     kind: Literal["Sandbox"]
     metadata: Metadata
     spec: SandboxBody
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+class PoolBody(StrictModel):
+    """A warm pool: ``size`` idle containers of ``image``, started before anyone asks.
+
+    Only what is fixed when a container is created is here; a sandbox claims a
+    member only when these equal its own (see ``pools.mismatch``)."""
+
+    image: str = Field(min_length=1)
+    size: int = Field(ge=0, le=256, description="idle containers kept running, ready to be claimed")
+    resources: Resources = Field(default_factory=Resources)
+    workdir: ContainerPath | None = None
+    env: dict[str, EnvValue] = Field(default_factory=dict)
+    egress: bool = Field(default=True, description="false: the members' networks are internal")
+    max_age: Duration = Field(
+        default=1800, json_schema_extra={"default": "30m"},
+        description="an idle member older than this is replaced, so a claim never gets a stale container",
+    )
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        return check_image(value)
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_keys(cls, value: Any) -> Any:
+        return check_env_keys(value)
+
+
+class PoolSpec(StrictModel):
+    """A warm pool: ``apiVersion: reconciler/v1``, ``kind: Pool``."""
+
+    apiVersion: Literal["reconciler/v1"]
+    kind: Literal["Pool"]
+    metadata: Metadata
+    spec: PoolBody
 
     @property
     def name(self) -> str:

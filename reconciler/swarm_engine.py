@@ -658,7 +658,9 @@ def _to_sandbox(svc: dict[str, Any], tasks: list[dict[str, Any]], nodes: Mapping
             ip=_node_address(node), node=_hostname(node), route_port=port,
         )
     if replicas == 0:
-        return ObservedSandbox(**common, state="exited", status="scaled to 0 replicas", exit_code=exit_code)
+        # Scaled to zero from outside: stopped on purpose, like a paused container,
+        # never a crash (swarm restarts crashed tasks itself); start() scales back to one.
+        return ObservedSandbox(**common, state="paused", status="scaled to 0 replicas", exit_code=exit_code)
     live = next((t for t in newest if t.get("DesiredState") in _LIVE_DESIRED), latest)
     return ObservedSandbox(
         **common, state="restarting", status=_describe(live, nodes), exit_code=exit_code,
@@ -804,7 +806,7 @@ def diff_events(before: Mapping[str, _TaskView], after: Mapping[str, _TaskView],
     A new running task (first run, restart, or rescheduled to another node) is
     ``create`` then ``start``: polling cannot promise to see the moment its
     container was made, only that a new one runs. A running task gone is
-    ``die``; a scale to zero ``stop``; a service gone ``destroy``."""
+    ``die``; a scale to zero ``pause``; a service gone ``destroy``."""
     events: list[EngineEvent] = []
     for sid, old in before.items():
         if sid not in after:
@@ -814,7 +816,7 @@ def diff_events(before: Mapping[str, _TaskView], after: Mapping[str, _TaskView],
         old_task = old.task_id if old else None
         sandbox = new.name or None
         if old_task and old_task != new.task_id:
-            action = "stop" if new.state == "exited" else "die"
+            action = "pause" if new.state == "paused" else "die"
             events.append(EngineEvent(action, sid, sandbox, now, exit_code=new.exit_code))
         if new.task_id and (new.task_id != old_task or (old is not None and old.target != new.target)):
             events.append(EngineEvent("create", sid, sandbox, now))

@@ -204,9 +204,12 @@ def _parents(target: str) -> list[str]:
 
 
 def build_tar(uploads: list[ResolvedUpload] | tuple[ResolvedUpload, ...]) -> bytes:
-    """One tar archive, to extract at ``/``, that creates every upload with its parents.
+    """One tar archive, to extract at ``/``, that creates every upload.
 
-    Entry names are relative (no leading ``/``) and have no ``..``.
+    Entry names are relative (no leading ``/``) and have no ``..``. Parent
+    directories get no entries of their own: Docker creates missing ones (0755)
+    and leaves existing ones alone, whereas an entry for ``tmp/`` would reset
+    the image's ``/tmp`` from 1777 to 0755.
     """
     buf = io.BytesIO()
     seen: set[str] = set()
@@ -224,10 +227,11 @@ def build_tar(uploads: list[ResolvedUpload] | tuple[ResolvedUpload, ...]) -> byt
         for upload in uploads:
             for entry in upload.entries:
                 name = entry.target.lstrip("/")
-                for parent in _parents(entry.target):
-                    add_dir(parent)
                 if entry.is_dir:
-                    add_dir(name, entry.mode)
+                    # The target itself only when the source dir is empty: it may
+                    # be an existing directory of the image (/tmp, /www).
+                    if entry.target != upload.target or len(upload.entries) == 1:
+                        add_dir(name, entry.mode)
                     continue
                 info = tarfile.TarInfo(name)
                 info.mode = entry.mode

@@ -49,6 +49,9 @@ OVERLAY_POOL = "10.216.0.0/16"
 LOCAL_POOL = "10.217.0.0/16"
 HEARTBEAT_S = 1  # dispatcher heartbeat: a stopped node is seen down in ~3 heartbeats
 NETNS_DIR = Path("/run/netns")
+# Present while /run/netns exists because a local swarm made it: whichever swarm
+# is torn down last (not necessarily the one that made it) removes both.
+NETNS_MARK = Path("/tmp/rcsw-made-run-netns")
 
 
 class SwarmError(RuntimeError):
@@ -102,7 +105,6 @@ class LocalSwarm:
     host_link: str
     hub: str
     nodes: dict[str, SwarmNode] = field(default_factory=dict)
-    created_netns_dir: bool = False
     build_seconds: float = 0.0
 
     @property
@@ -189,8 +191,7 @@ class LocalSwarm:
         if _link_exists(self.host_link):
             _run("ip", "link", "del", self.host_link)
         shutil.rmtree(self.root, ignore_errors=True)
-        if self.created_netns_dir:
-            _release_netns_dir()
+        _release_netns_dir()
         forced.extend(self.leftovers())
         return forced
 
@@ -206,6 +207,8 @@ class LocalSwarm:
         out.extend(f"mount {m}" for m in _mounts_under(self.root))
         if self.root.exists():
             out.append(f"directory {self.root}")
+        if NETNS_MARK.exists() and not (NETNS_DIR.exists() and any(NETNS_DIR.iterdir())):
+            out.append(f"{NETNS_DIR} or {NETNS_MARK} (made for the local swarms, none left)")
         for node in self.nodes.values():
             if node.proc is not None and node.proc.poll() is None:
                 out.append(f"dockerd {node.proc.pid}")
@@ -225,7 +228,6 @@ def build_swarm(image: str = IMAGE, workers: int = 2, main: docker.DockerClient 
     subnet = _free_subnet()
     swarm = LocalSwarm(
         id=sid, root=root, subnet=subnet, host_link=f"rcsw{sid}", hub=f"rcsw-{sid}-hub",
-        created_netns_dir=not NETNS_DIR.exists(),
     )
     keys = ["m", *(f"w{i}" for i in range(1, workers + 1))]
     for index, key in enumerate(keys):
@@ -238,6 +240,7 @@ def build_swarm(image: str = IMAGE, workers: int = 2, main: docker.DockerClient 
             dir=root / key,
         )
     try:
+        _mark_netns_dir()
         _make_network(swarm)
         for node in swarm.nodes.values():
             node.dir.mkdir()
@@ -456,12 +459,23 @@ def _link_exists(name: str) -> bool:
     return subprocess.run(["ip", "link", "show", name], capture_output=True, check=False).returncode == 0
 
 
+def _mark_netns_dir() -> None:
+    if not NETNS_DIR.exists():
+        NETNS_MARK.touch()
+
+
 def _release_netns_dir() -> None:
-    """``ip netns add`` made /run/netns a mount point; undo that once no namespace is left in it."""
+    """``ip netns add`` made /run/netns a mount point; if a local swarm made it, undo
+    that once no namespace is left in it (another swarm may still be using it)."""
     try:
-        if NETNS_DIR.exists() and not any(NETNS_DIR.iterdir()):
+        if not NETNS_MARK.exists():
+            return
+        if NETNS_DIR.exists() and any(NETNS_DIR.iterdir()):
+            return
+        if NETNS_DIR.exists():
             subprocess.run(["umount", str(NETNS_DIR)], check=False, capture_output=True)
             NETNS_DIR.rmdir()
+        NETNS_MARK.unlink()
     except OSError:
         pass
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import free_port
+import requests
+
+from helpers import free_port, wait_until
 from ops_helpers import BUSYBOX, make_place
 
 pytestmark = [pytest.mark.docker, pytest.mark.traefik]
@@ -42,6 +44,9 @@ def peer(docker_client, instance: str):
     )["Id"]
     api.start(container)
     ip = api.inspect_container(container)["NetworkSettings"]["Networks"][network]["IPAddress"]
+    # Serving before the test starts (this machine reaches the gateway address).
+    wait_until(lambda: requests.get(f"http://{gateway}:{port}/", timeout=2).text == "peer-says-hi\n", 20,
+               message="the peer to serve")
     return {"ip": ip, "gateway": gateway, "port": port, "container": container}
 
 
@@ -51,8 +56,8 @@ def test_no_egress_cannot_connect_out_but_answers_through_traefik(tmp_path, inst
     open_url = place.new("open")
 
     # The control: with egress, the peer's published port answers, and the probe command works.
-    code, out = probe(place, "open", peer["gateway"], peer["port"])
-    assert code == 0 and "peer-says-hi" in out
+    wait_until(lambda: "peer-says-hi" in probe(place, "open", peer["gateway"], peer["port"])[1], 20,
+               message="the sandbox with egress to reach the peer")
     # Without egress: nothing out, not the published port, not the peer's own address.
     for host, port in ((peer["gateway"], peer["port"]), (peer["ip"], 80)):
         code, out = probe(place, "closed", host, port)

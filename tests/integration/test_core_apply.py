@@ -369,3 +369,21 @@ def test_sandbox_is_hardened(rc: Reconcile, docker_client) -> None:
             "NET_BIND_SERVICE": 10}
     assert int(fields["CapBnd"].strip(), 16) == sum(1 << bits[c] for c in BASE_CAPABILITIES)
     assert int(fields["CapEff"].strip(), 16) == sum(1 << bits[c] for c in BASE_CAPABILITIES)
+
+
+def test_uploads_keep_the_modes_of_existing_image_directories(rc: Reconcile, docker_client) -> None:
+    rc.write(
+        "modes.yaml",
+        "apiVersion: reconciler/v1\nkind: Sandbox\nmetadata: {name: modes}\nspec:\n"
+        "  image: reconciler-test/busybox:latest\n  command: [sleep, '300']\n"
+        "  uploads:\n    - {content: \"x\\n\", target: /tmp/note.txt}\n"
+        "    - {content: \"y\\n\", target: /new/dir/file.txt}\n",
+    )
+    rc.expect(0, "apply")
+    raw = owned(docker_client, rc.instance)["modes"]
+    api = docker_client.api
+    exec_id = api.exec_create(raw["Id"], ["sh", "-c", "stat -c '%a %n' /tmp /new/dir; cat /tmp/note.txt"])["Id"]
+    out = api.exec_start(exec_id).decode()
+    assert "1777 /tmp" in out  # the image's sticky, world-writable /tmp is untouched
+    assert "755 /new/dir" in out  # a missing parent is made by the engine
+    assert out.endswith("x\n")

@@ -126,13 +126,13 @@ def test_the_newest_running_task_wins_and_a_task_on_a_down_node_is_not_running()
     assert stranded.status == "node w2 is down"
 
 
-def test_a_task_waiting_for_a_node_says_why_and_a_service_scaled_to_zero_is_exited() -> None:
+def test_a_task_waiting_for_a_node_says_why_and_a_service_scaled_to_zero_is_paused() -> None:
     waiting = task("t3", "", "pending", port=None, err="no suitable node (scheduling constraints not satisfied on 3 nodes)")
     have = _to_sandbox(service(), [waiting], NODES)
     assert have.state == "restarting"
     assert have.status == "pending: no suitable node (scheduling constraints not satisfied on 3 nodes)"
     stopped = _to_sandbox(service(replicas=0), [task("t1", "n1", "shutdown", desired="shutdown", exit_code=137)], NODES)
-    assert (stopped.state, stopped.exit_code, stopped.endpoint) == ("exited", 137, None)
+    assert (stopped.state, stopped.exit_code, stopped.endpoint) == ("paused", 137, None)  # never a crash
 
 
 def test_the_plain_endpoint_is_unchanged_without_a_route_port() -> None:
@@ -160,7 +160,7 @@ def test_events_between_two_looks() -> None:
     moved = {"s": view("t2", target=("198.18.0.4", 32770))}
     assert actions({"s": view("t1")}, moved) == [
         ("die", "s", "web", None), ("create", "s", "web", None), ("start", "s", "web", None)]
-    assert actions({"s": view("t1")}, {"s": view(None, "exited")}) == [("stop", "s", "web", None)]
+    assert actions({"s": view("t1")}, {"s": view(None, "paused")}) == [("pause", "s", "web", None)]
     assert actions({"s": view("t1")}, {}) == [("destroy", "s", "web", None)]
     # A task still starting is no event yet: the one that runs is.
     assert actions({"s": view(None, "restarting")}, {"s": view(None, "restarting")}) == []

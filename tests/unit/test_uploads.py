@@ -98,29 +98,27 @@ def test_digest_cache_rereads_a_changed_file(root: Path) -> None:
     assert resolve_upload(root, root, "/www", "site/", None, None, cache).digest != first
 
 
-def test_tar_entries_are_relative_with_parents(root: Path) -> None:
+def test_tar_entries_are_relative_and_leave_parents_to_docker(root: Path) -> None:
     uploads = [
         upload(root, "site/", "/srv/www"),
         resolve_upload(root, root, "/etc/app/conf.ini", None, "x=1\n", 0o640),
     ]
     data = build_tar(uploads)
     members = tar_members(data)
+    # No entries for srv/, srv/www/, etc/, etc/app/: an entry for an existing
+    # directory would reset its mode (/tmp 1777 -> 0755); Docker makes missing ones.
     assert list(members) == [
-        "srv",
-        "srv/www",
         "srv/www/css",
         "srv/www/css/style.css",
         "srv/www/index.html",
         "srv/www/run.sh",
-        "etc",
-        "etc/app",
         "etc/app/conf.ini",
     ]
     for name in members:
         assert not name.startswith("/") and ".." not in Path(name).parts
     assert members["srv/www/run.sh"].mode == 0o755
     assert members["etc/app/conf.ini"].mode == 0o640
-    assert members["srv"].isdir() and members["etc/app"].isdir()
+    assert members["srv/www/css"].isdir()
     assert tar_file(data, "srv/www/index.html") == b"<h1>hi</h1>\n"
     assert tar_file(data, "etc/app/conf.ini") == b"x=1\n"
 
@@ -180,3 +178,9 @@ def test_source_relative_to_the_spec_file_not_the_root(root: Path) -> None:
     assert up.entries[0].source == (root / "team" / "page.html").resolve()
     # ../site from team/ is still inside the specs dir: allowed.
     assert resolve_upload(root, root / "team", "/www", "../site", None, None).entries[0].is_dir
+
+
+def test_an_empty_source_dir_still_creates_its_target(root: Path) -> None:
+    (root / "empty").mkdir()
+    members = tar_members(build_tar([upload(root, "empty/", "/data/empty")]))
+    assert list(members) == ["data/empty"] and members["data/empty"].isdir()
