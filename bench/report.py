@@ -12,6 +12,7 @@ from .notes import NOTES, PREAMBLE
 # Every row the report has, in order; a case that fails still shows its rows.
 ROW_KEYS: tuple[str, ...] = (
     "spec-to-routable",
+    "spec-to-routable-pool",
     "drift-repair",
     "cold-apply-small",
     "cold-apply-large",

@@ -178,4 +178,9 @@ class Bench:
     def cleanup(self) -> None:
         """Remove whatever a case left behind, even after a failure."""
         for label, value in self.owned:
-            remove_owned(self.api, label, value)
+            try:
+                problems = remove_owned(self.api, label, value)
+            except Exception as exc:  # noqa: BLE001 - e.g. the daemon restarting: say so, keep the report
+                problems = [f"everything labelled {label}={value} ({type(exc).__name__}: {exc})"]
+            for problem in problems:
+                self.say(f"cleanup: could not remove {problem}")

@@ -164,24 +164,33 @@ class Workspace:
                         state_dir=self.state_dir, web_port=self.web_port)
 
 
-def remove_owned(client, label: str, value: str) -> int:  # noqa: ANN001 - docker.APIClient
-    """Remove every container, network and volume with ``label=value``; how many containers went."""
+def remove_owned(client, label: str, value: str) -> list[str]:  # noqa: ANN001 - docker.APIClient
+    """Remove every container, network and volume with ``label=value``; what could not be removed."""
     import docker.errors
 
-    def quietly(fn, *args, **kwargs) -> None:  # noqa: ANN001
-        try:
-            fn(*args, **kwargs)
-        except docker.errors.NotFound:
-            pass
+    left: list[str] = []
+
+    def remove(what: str, fn, *args, **kwargs) -> None:  # noqa: ANN001
+        # A network can still report "active endpoints" just after its containers went.
+        for attempt in range(20):
+            try:
+                fn(*args, **kwargs)
+                return
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as exc:
+                if attempt == 19:
+                    left.append(f"{what}: {exc}")
+                    return
+                time.sleep(0.1)
 
     selector = {"label": f"{label}={value}"}
-    containers = client.containers(all=True, filters=selector)
     with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(lambda c: quietly(client.remove_container, c["Id"], force=True, v=True), containers))
-        list(pool.map(lambda n: quietly(client.remove_network, n["Id"]), client.networks(filters=selector)))
+        containers = client.containers(all=True, filters=selector)
+        list(pool.map(lambda c: remove(f"container {c['Id'][:12]}", client.remove_container, c["Id"],
+                                       force=True, v=True), containers))
+        list(pool.map(lambda n: remove(f"network {n['Name']}", client.remove_network, n["Id"]),
+                      client.networks(filters=selector)))
     for vol in (client.volumes(filters=selector) or {}).get("Volumes") or []:
-        try:
-            client.remove_volume(vol["Name"], force=True)
-        except docker.errors.NotFound:
-            pass
-    return len(containers)
+        remove(f"volume {vol['Name']}", client.remove_volume, vol["Name"], force=True)
+    return left

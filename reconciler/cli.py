@@ -57,9 +57,10 @@ def make_engine(settings: Settings):  # noqa: ANN201 - engine.Engine
         from .swarm_engine import SwarmEngine, node_hosts_from_env
 
         return SwarmEngine(settings.instance, node_hosts=node_hosts_from_env())
+    from .claims import ClaimBook
     from .docker_engine import DockerEngine
 
-    return DockerEngine(settings.instance)
+    return DockerEngine(settings.instance, claims=ClaimBook.for_settings(settings))
 
 
 def warn_ignored_placement(settings: Settings, desired: Any) -> None:
@@ -151,6 +152,7 @@ def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
                 "kept": list(result.plan.kept),
                 "not_ready": list(result.not_ready),
                 "routes": [{"name": r.name, "host": r.host, "url": r.url} for r in result.routes],
+                "pools": [{**r.change.to_json(), "ok": r.ok, "error": r.error} for r in result.pool_results],
             }
         )
         return EXIT_OK if result.ok else EXIT_FAIL
@@ -166,8 +168,12 @@ def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{sym:>3} {r.change.name}: FAILED: {r.error}")
     for name in result.not_ready:
         print(f"  ! {name}: started but did not answer on its port within {settings.ready_timeout:g}s")
+    from .pool_worker import pool_events
+
+    for event in pool_events(result.pool_results, time.time()):
+        print(f"  {'!' if event.kind == 'error' else '*'} pool {event.name}: {event.message}")
     ok_count = sum(r.ok for r in result.results)
-    if not result.results:
+    if not result.results and not result.pool_results:
         print("No changes. Sandboxes match the specs.")
     else:
         print(f"Apply: {ok_count} of {len(result.results)} change(s) done.")
@@ -176,7 +182,7 @@ def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
 
 def status_rows(settings: Settings) -> list[dict[str, Any]]:
     from .controller import make_plan
-    from .labels import default_hostname
+    from .labels import POOL, default_hostname
 
     from .lifetime import describe
     from .state import read_statuses
@@ -209,6 +215,7 @@ def status_rows(settings: Settings) -> list[dict[str, Any]]:
         created = life.born_at if life else (have.created_at if have else None)
         rows.append(
             {
+                "kind": "sandbox",
                 "name": name,
                 "state": state,
                 "url": settings.url_for(hostname) if hostname else None,
@@ -219,8 +226,10 @@ def status_rows(settings: Settings) -> list[dict[str, Any]]:
                 "spec": loaded.rel if loaded else (have.spec_file if have else None),
                 "status": status.to_json() if status else None,
                 "node": have.node if have else None,  # swarm: where the task runs
+                "pool": have.labels.get(POOL) if have else None,  # claimed from this warm pool
             }
         )
+    rows.extend({"kind": "pool", **size.to_json()} for size in plan.pools)  # idle, claimed, target
     return rows
 
 
@@ -229,17 +238,27 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     if args.output == "json":
         emit_json(rows)
         return EXIT_OK
+    pools = [r for r in rows if r["kind"] == "pool"]
+    rows = [r for r in rows if r["kind"] == "sandbox"]
     headers = ["NAME", "STATE", "URL", "CONTAINER", "CREATED", "EXPIRES"]
     table = [[r["name"], r["state"], r["url"] or "-", r["container_id"] or "-", r["created"] or "-", r["time_left"] or "-"] for r in rows]
     if any(r["node"] for r in rows):  # only swarm sandboxes have a node
         headers.append("NODE")
         for row, r in zip(table, rows):
             row.append(r["node"] or "-")
+    print_table(headers, table)
+    if pools:
+        print()
+        print_table(["POOL", "IDLE", "CLAIMED", "TARGET"],
+                    [[p["name"], p["idle"], p["claimed"], "-" if p["target"] is None else p["target"]] for p in pools])
+    return EXIT_OK
+
+
+def print_table(headers: list[str], table: list[list[Any]]) -> None:
     widths = [max(len(h), *(len(str(row[i])) for row in table)) if table else len(h) for i, h in enumerate(headers)]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
     for row in table:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
-    return EXIT_OK
 
 
 def _check_names(names: Sequence[str]) -> None:

@@ -26,6 +26,8 @@ from .settings import Settings
 from .traefik import Route, RouterOptions, publish, routes_for
 
 if TYPE_CHECKING:
+    from .pool_worker import PoolResult
+    from .pools import PoolChange
     from .state import StateStore
     from .status import LoopEvent
 
@@ -63,6 +65,11 @@ class PassInput:
     destroy_only: bool = False  # ``reconcile gc``: expiries and orphans, nothing created
     cancel: threading.Event | None = None  # set: stop as soon as possible
     announce_ready: bool = False  # a "ready" event for every ready sandbox (a watch's first pass)
+    # Warm pools: who starts and removes idle members once the routes are out (the
+    # watch's background filler; None: this pass, at its end), and the member
+    # container ids that runner is busy removing (never claimed meanwhile).
+    pool_runner: Callable[[tuple[PoolChange, ...]], bool] | None = None
+    pool_busy: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,7 @@ class PassResult:
     ready: frozenset[str] = frozenset()  # sandboxes that answered (those with a port are routed)
     restarts: Mapping[str, RestartRecord] = field(default_factory=dict)  # to store
     crashed: tuple[str, ...] = ()  # sandboxes whose crash this pass noticed
+    pool_results: tuple[PoolResult, ...] = ()  # pool changes this pass carried out itself
 
     @property
     def ok(self) -> bool:
@@ -83,7 +91,7 @@ class PassResult:
 
 
 def images_of(desired: Desired) -> set[str]:
-    return {loaded.spec.spec.image for loaded in desired.specs.values()}
+    return {loaded.spec.spec.image for loaded in [*desired.specs.values(), *desired.pools.values()]}
 
 
 def make_plan(ctx: Context, only: set[str] | None = None) -> tuple[Desired, Observed, Plan]:
@@ -110,6 +118,7 @@ def narrow(plan: Plan, only: set[str]) -> Plan:
         orphan_volumes=(),
         expired=tuple(n for n in plan.expired if n in only),
         held=tuple(h for h in plan.held if h[0] in only),
+        pool_changes=(),  # refills are the loop's (or a whole apply's) business
     )
 
 
@@ -144,11 +153,15 @@ def reconcile_pass(
     desired = load_specs(ctx.settings.specs, ctx.cache)
     observed = ctx.engine.observe(images_of(desired))
     restarts, hold, crashed = crash_bookkeeping(ctx.engine, desired, observed, inp)
-    plan = compute_plan(desired, observed, inp.lifetimes, inp.now, hold)
+    plan = compute_plan(desired, observed, inp.lifetimes, inp.now, hold, inp.pool_busy)
     if inp.only is not None:
         plan = narrow(plan, set(inp.only))
     if inp.destroy_only:
-        plan = replace(plan, changes=tuple(c for c in plan.changes if c.action == "destroy"))
+        plan = replace(
+            plan,
+            changes=tuple(c for c in plan.changes if c.action == "destroy"),
+            pool_changes=tuple(c for c in plan.pool_changes if c.action == "destroy"),
+        )
     touched = {c.name for c in plan.changes if c.action in ("destroy", "recreate")}
     # Routes go before containers do: Traefik never forwards to a stopping sandbox.
     # Before a create or start too: a sandbox removed or stopped from outside still
@@ -184,9 +197,18 @@ def reconcile_pass(
         ready = ctx.ready.ready_set(observed.sandboxes.values())
     routes = publish_routes(ctx, observed, ready)
     not_ready = tuple(sorted(started - ready)) if inp.wait else ()
+    pool_results: tuple[PoolResult, ...] = ()
+    # Last: a claimed sandbox is routed before its pool is topped up.
+    if plan.pool_changes and not (inp.cancel is not None and inp.cancel.is_set()):
+        if inp.pool_runner is not None:
+            inp.pool_runner(plan.pool_changes)
+        else:
+            from .pool_worker import run_pool_changes
+
+            pool_results = tuple(run_pool_changes(ctx.engine, plan.pool_changes, int(inp.now)))
     return PassResult(
         desired, plan, tuple(results), observed, tuple(routes), not_ready,
-        frozenset(ready), restarts, tuple(crashed),
+        frozenset(ready), restarts, tuple(crashed), pool_results,
     )
 
 
@@ -295,6 +317,10 @@ def record_pass(ctx: Context, store: StateStore, inp: PassInput, result: PassRes
         lifetimes = {**inp.lifetimes, **{n: life for n, life in lifetimes.items() if n in keep}}
     previous = store.statuses()
     statuses, events = derive(result, inp, previous, ctx.settings)
+    if result.pool_results:
+        from .pool_worker import pool_events
+
+        events.extend(pool_events(result.pool_results, inp.now))
     store.save(
         lifetimes=(lifetimes, inp.lifetimes),
         restarts=(dict(result.restarts), inp.restarts),

@@ -8,11 +8,14 @@ pulled: a missing image is a permanent error for that sandbox.
 from __future__ import annotations
 
 import ipaddress
+import re
+import secrets
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 import time
-from typing import Any, Iterable, Iterator
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import docker
 import requests
@@ -20,10 +23,14 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import Mount
 
 from . import labels as L
+from . import pools
 from .container_config import DesiredSandbox
 from .engine import EngineError, EngineEvent, ExecState, PathStat
-from .observed import Observed, ObservedNetwork, ObservedSandbox, ObservedVolume
+from .observed import MemberNetwork, Observed, ObservedMember, ObservedNetwork, ObservedSandbox, ObservedVolume
 from .uploads import build_tar
+
+if TYPE_CHECKING:
+    from .claims import ClaimBook
 
 # Docker's default address pools hold ~30 bridge networks; a sandbox fleet
 # needs one network each, so sandboxes get small subnets from their own pool.
@@ -73,6 +80,7 @@ class DockerEngine:
         instance: str,
         client: docker.DockerClient | None = None,
         subnet_pool: str = DEFAULT_SUBNET_POOL,
+        claims: ClaimBook | None = None,
     ) -> None:
         self.instance = instance
         self.client = client or connect()
@@ -80,6 +88,9 @@ class DockerEngine:
         self.subnet_pool = ipaddress.ip_network(subnet_pool)
         self._network_lock = threading.Lock()
         self._lister = ThreadPoolExecutor(max_workers=4, thread_name_prefix="observe")
+        # Warm pools: where claims are recorded (None: members can be made, not claimed).
+        self.claims = claims
+        self._image_config: dict[str, tuple[list[str] | None, list[str] | None]] = {}
 
     # --- observe -------------------------------------------------------------
 
@@ -101,21 +112,32 @@ class DockerEngine:
 
         sandboxes: dict[str, ObservedSandbox] = {}
         strays: list[ObservedSandbox] = []
+        member_boxes: list[ObservedSandbox] = []
         for raw in sorted(containers, key=lambda c: c.get("Created", 0)):
             labels = raw.get("Labels") or {}
             if not L.is_owned(labels, self.instance):
                 continue  # belt and braces: the filter already did this
+            kind = labels.get(L.KIND, "sandbox")
+            if kind == "pool-member":
+                member_boxes.append(self._to_sandbox(raw, labels, pools.member_network(self.instance, labels)))
+                continue
             observed = self._to_sandbox(raw, labels)
-            if labels.get(L.KIND, "sandbox") != "sandbox":
-                continue  # pool members and others are another module's business
+            if kind != "sandbox":
+                continue  # other kinds are another module's business
             if not observed.name or observed.name in sandboxes:
                 strays.append(observed)
             else:
                 sandboxes[observed.name] = observed
+        members = self._present_members(member_boxes, sandboxes, strays)
         nets = {}
+        member_nets = {}
         for raw in networks:
             labels = raw.get("Labels") or {}
-            if L.is_owned(labels, self.instance):
+            if L.is_owned(labels, self.instance) and labels.get(L.KIND) == "pool-member":
+                member_nets[raw["Name"]] = MemberNetwork(
+                    raw["Name"], raw["Id"], labels.get(L.POOL, ""), _docker_time(raw.get("Created", ""))
+                )
+            elif L.is_owned(labels, self.instance):
                 nets[raw["Name"]] = ObservedNetwork(
                     name=raw["Name"],
                     network_id=raw["Id"],
@@ -134,10 +156,43 @@ class DockerEngine:
             networks=nets,
             volumes=vols,
             images=image_ids,
+            members=tuple(members),
+            member_networks=member_nets,
+            pool_support=True,
         )
 
-    def _to_sandbox(self, raw: dict[str, Any], labels: dict[str, str]) -> ObservedSandbox:
-        own_net = L.network_name(self.instance, labels.get(L.SANDBOX, ""))
+    def _present_members(
+        self, boxes: list[ObservedSandbox], sandboxes: dict[str, ObservedSandbox], strays: list[ObservedSandbox]
+    ) -> list[ObservedMember]:
+        """Claimed members join ``sandboxes`` as the sandbox they became; the idle ones are returned."""
+        if not boxes:
+            return []
+        claims = self.claims.read() if self.claims is not None else {}
+        idle = []
+        for box in boxes:
+            sandbox = L.claimed_sandbox(self.instance, box.container_name)
+            if sandbox is None:
+                labels = box.labels
+                idle.append(ObservedMember(
+                    pool=labels.get(L.POOL, ""), member=labels.get(L.MEMBER, ""), container_id=box.container_id,
+                    container_name=box.container_name, state=box.state, labels=labels, image_id=box.image_id,
+                    ip=box.ip,
+                ))
+                continue
+            shown = pools.present_claimed(box, sandbox, claims.get(sandbox))
+            if sandbox in sandboxes:
+                strays.append(shown)
+            else:
+                sandboxes[sandbox] = shown
+        if self.claims is not None:
+            alive = {box.container_id for box in boxes}
+            stale = {c.sandbox: c.container_id for c in claims.values() if c.container_id not in alive}
+            if stale:
+                self.claims.prune(stale)
+        return idle
+
+    def _to_sandbox(self, raw: dict[str, Any], labels: dict[str, str], network: str | None = None) -> ObservedSandbox:
+        own_net = network or L.network_name(self.instance, labels.get(L.SANDBOX, ""))
         nets = (raw.get("NetworkSettings") or {}).get("Networks") or {}
         ip = (nets.get(own_net) or {}).get("IPAddress") or None
         names = raw.get("Names") or ["/"]
@@ -178,30 +233,13 @@ class DockerEngine:
     def create(self, want: DesiredSandbox, created_at: int) -> str:
         spec = want.spec
         self._ensure_network(want)
+        self._wait_network_released(want.network_name)
         mounts = []
         for vol in spec.volumes:
             name = want.volume_name(vol.name)
             self._ensure_volume(name, want.name)
             mounts.append(Mount(target=vol.target, source=name, type="volume"))
-        memory = spec.resources.memory
-        host_config = self.api.create_host_config(
-            init=True,
-            mem_limit=memory,
-            memswap_limit=memory,  # equal to the memory limit: no swap
-            nano_cpus=int(spec.resources.cpus * 1e9),
-            pids_limit=spec.resources.pids,
-            cap_drop=["ALL"],
-            cap_add=want.capabilities,
-            security_opt=["no-new-privileges:true"],
-            privileged=False,
-            network_mode=want.network_name,
-            mounts=mounts,
-            log_config=LOG_CONFIG,
-            ipc_mode="private",
-        )
-        networking = self.api.create_networking_config(
-            {want.network_name: self.api.create_endpoint_config()}
-        )
+        host_config, networking = self._hardened(spec.resources, want.capabilities, want.network_name, mounts)
         command = spec.command
         if isinstance(command, str):
             command = ["/bin/sh", "-c", command]
@@ -228,6 +266,124 @@ class DockerEngine:
             self._force_remove(container_id)
             raise EngineError(f"cannot start {want.name}: {_explain(exc)}") from exc
         return container_id
+
+    def _hardened(self, resources: Any, capabilities: list[str], network: str, mounts: list[Mount]) -> tuple[Any, Any]:
+        """Host and networking config every container gets: init, limits, hardening, its own network."""
+        memory = resources.memory
+        host_config = self.api.create_host_config(
+            init=True,
+            mem_limit=memory,
+            memswap_limit=memory,  # equal to the memory limit: no swap
+            nano_cpus=int(resources.cpus * 1e9),
+            pids_limit=resources.pids,
+            cap_drop=["ALL"],
+            cap_add=capabilities,
+            security_opt=["no-new-privileges:true"],
+            privileged=False,
+            network_mode=network,
+            mounts=mounts,
+            log_config=LOG_CONFIG,
+            ipc_mode="private",
+        )
+        networking = self.api.create_networking_config({network: self.api.create_endpoint_config()})
+        return host_config, networking
+
+    # --- warm pools (pools.py) ------------------------------------------------
+
+    def create_member(self, pool: pools.DesiredPool, created_at: int) -> str:
+        """Create and start one idle member of ``pool``, on a network of its own; returns its container id."""
+        member = secrets.token_hex(3)
+        name = pool.member_name(member)
+        spec = pool.spec
+        labels = pool.labels(member, created_at)
+        net_labels = {k: labels[k] for k in (L.KIND, L.POOL, L.MEMBER)}
+        with self._network_lock:
+            self._create_network(name, None, not spec.egress, net_labels)
+        host_config, networking = self._hardened(spec.resources, pool.capabilities, name, [])
+        container_id = None
+        try:
+            container_id = self.api.create_container(
+                image=pool.image_id, entrypoint=["/bin/sh", "-c"], command=[pools.IDLE_SCRIPT],
+                hostname=f"{pool.name}-{member}", environment=dict(spec.env), working_dir=spec.workdir,
+                labels=labels, name=name, host_config=host_config, networking_config=networking, detach=True,
+                stdin_open=True,  # the claim writes the command there
+            )["Id"]
+            self.api.put_archive(container_id, "/", _claim_dir_tar())
+            self.api.start(container_id)
+        except (APIError, DockerException) as exc:
+            if container_id is not None:
+                self._force_remove(container_id)
+            self.remove_network(name)
+            permanent = isinstance(exc, ImageNotFound)
+            raise EngineError(f"cannot start a member of pool {pool.name}: {_explain(exc)}", permanent=permanent) from exc
+        return container_id
+
+    def remove_member(self, member: ObservedMember) -> None:
+        """Remove an idle member and its network."""
+        if not L.is_owned(dict(member.labels), self.instance):
+            raise EngineError(f"refusing to remove {member.container_name}: not owned", permanent=True)
+        self._force_remove(member.container_id)
+        self.remove_network(member.container_name)
+
+    def claim(self, member: ObservedMember, want: DesiredSandbox, created_at: int) -> str:
+        """Turn idle ``member`` into sandbox ``want``: record, rename, upload, start its command.
+
+        Crash-safe by order: the record comes first and is complete last; a member
+        renamed without a complete record is shown as an interrupted create and
+        replaced (pools.present_claimed). On an error the member is removed."""
+        if self.claims is None:
+            raise EngineError("claims need a state store (this engine has none)", permanent=True)
+        spec = want.spec
+        cid = member.container_id
+        self.claims.begin(want.name, cid, want.labels(created_at))
+        try:
+            self._rename(cid, want.container_name)
+            if want.loaded.uploads:
+                self.api.put_archive(cid, "/", build_tar(want.loaded.uploads))
+            entrypoint, cmd = self._entrypoint_and_cmd(member.image_id)
+            argv = pools.command_argv(spec.command, entrypoint, cmd)
+            if not argv:
+                raise EngineError(f'image "{spec.image}" has no command and the spec gives none', permanent=True)
+            self._write_stdin(cid, pools.encode_line(pools.claim_script(argv)))
+        except (APIError, DockerException, OSError, EngineError) as exc:
+            self._force_remove(cid)
+            self.remove_network(member.container_name)
+            self.claims.forget(want.name, cid)
+            if isinstance(exc, EngineError):
+                raise
+            raise EngineError(f"cannot claim {member.container_name} for {want.name}: {_explain(exc)}") from exc
+        self.claims.finish(want.name, cid)
+        return cid
+
+    def _write_stdin(self, container_id: str, data: bytes) -> None:
+        """Write to a running container's stdin (an attach: dockerd copies it into the pipe, no process starts)."""
+        sock = self.api.attach_socket(container_id, params={"stdin": 1, "stream": 1})
+        raw = getattr(sock, "_sock", sock)
+        try:
+            raw.sendall(data)
+        finally:
+            for step in (lambda: raw.shutdown(socket.SHUT_WR), sock.close):
+                try:
+                    step()
+                except OSError:
+                    pass
+
+    def _rename(self, container_id: str, name: str) -> None:
+        for attempt in range(2):
+            try:
+                self.api.rename(container_id, name)
+                return
+            except APIError as exc:
+                if exc.status_code == 409 and attempt == 0 and self._clear_name(name):
+                    continue  # a leftover container of ours holds the name
+                raise
+
+    def _entrypoint_and_cmd(self, image_id: str) -> tuple[list[str] | None, list[str] | None]:
+        hit = self._image_config.get(image_id)
+        if hit is None:
+            config = (self.api.inspect_image(image_id).get("Config") or {})
+            hit = self._image_config[image_id] = (config.get("Entrypoint"), config.get("Cmd"))
+        return hit
 
     def _create_container(self, kwargs: dict[str, Any], want: DesiredSandbox) -> str:
         for attempt in range(2):
@@ -268,6 +424,10 @@ class DockerEngine:
                 raise EngineError(f"cannot remove container: {_explain(exc)}") from exc
 
     def start(self, have: ObservedSandbox) -> None:
+        if have.state != "paused":
+            self._wait_network_released(
+                pools.member_network(self.instance, have.labels) or L.network_name(self.instance, have.name)
+            )
         try:
             if have.state == "paused":
                 self.api.unpause(have.container_id)
@@ -280,6 +440,11 @@ class DockerEngine:
         if not L.is_owned(dict(have.labels), self.instance):
             raise EngineError(f"refusing to remove {have.container_name}: not owned", permanent=True)
         self._force_remove(have.container_id)
+        member_net = pools.member_network(self.instance, have.labels)
+        if member_net:  # a claimed pool member: its network was made for it, it goes with it
+            self.remove_network(member_net)
+            if self.claims is not None:
+                self.claims.forget(have.name, have.container_id)
         if remove_network and have.name:
             self.remove_network(L.network_name(self.instance, have.name))
         if remove_volumes and have.name:
@@ -323,6 +488,27 @@ class DockerEngine:
 
     # --- networks and volumes -------------------------------------------------
 
+    def _wait_network_released(self, name: str, timeout: float = 10.0) -> None:
+        """Wait until no endpoint is left on the sandbox's own network.
+
+        Docker 20.10 (Debian's engine) deadlocks its whole network controller
+        when a container joins a network while an endpoint of that same network
+        is still being released (moby#46661, fixed only in 20.10.27): exactly
+        what a restart right after a crash, or a recreate right after a removal,
+        does. The network is the sandbox's alone, so "no endpoints" means the
+        old container's release has finished."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                info = self.api.inspect_network(name)
+            except NotFound:
+                return
+            except APIError:
+                return  # not ours to diagnose here: create/start reports it
+            if not info.get("Containers") or time.monotonic() >= deadline:
+                return
+            time.sleep(0.02)
+
     def _ensure_network(self, want: DesiredSandbox) -> None:
         internal = not want.spec.egress
         with self._network_lock:
@@ -341,8 +527,10 @@ class DockerEngine:
                 self.remove_network(want.network_name)  # egress changed
             self._create_network(want.network_name, want.name, internal)
 
-    def _create_network(self, name: str, sandbox: str, internal: bool) -> None:
-        labels = {**L.owner_labels(self.instance), L.SANDBOX: sandbox}
+    def _create_network(
+        self, name: str, sandbox: str | None, internal: bool, extra: dict[str, str] | None = None
+    ) -> None:
+        labels = {**L.owner_labels(self.instance), **({L.SANDBOX: sandbox} if sandbox else {}), **(extra or {})}
         used = self._used_subnets()
         for subnet in free_subnets(self.subnet_pool, SUBNET_PREFIX, used):
             hosts = subnet.hosts()
@@ -551,6 +739,29 @@ def free_subnets(
         if reach >= lo:
             continue  # a taken range starting at or below hi reaches into this subnet
         yield ipaddress.ip_network((lo, prefix))
+
+
+def _claim_dir_tar() -> bytes:
+    """A tar of the directory a member's idle shell saves the claimed command in,
+    writable whatever user the image runs as (it is the sandbox's own filesystem)."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo(pools.CLAIM_DIR.lstrip("/"))
+        info.type, info.mode = tarfile.DIRTYPE, 0o777
+        tar.addfile(info)
+    return buf.getvalue()
+
+
+def _docker_time(stamp: str) -> float:
+    """Unix seconds of a Docker timestamp (``2026-01-01T10:00:00.123456789Z``); 0.0 if unreadable."""
+    match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?", stamp or "")
+    if not match:
+        return 0.0
+    whole = datetime.fromisoformat(match.group(1)).replace(tzinfo=timezone.utc).timestamp()
+    return whole + float(match.group(2) or 0)
 
 
 def _explain(exc: Exception) -> str:

@@ -10,7 +10,7 @@ import os
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from .engine import Engine, EngineError
@@ -62,15 +62,29 @@ def run_change(change: Change, engine: Engine, created_at: int) -> ChangeResult:
             assert change.observed is not None and change.desired is not None
             # The network and volumes stay: data survives a recreate.
             engine.remove(change.observed, remove_network=False, remove_volumes=False)
-            container_id = engine.create(change.desired, created_at)
+            container_id, change = _create(change, engine, created_at)
         elif change.action == "create":
             assert change.desired is not None
-            container_id = engine.create(change.desired, created_at)
+            container_id, change = _create(change, engine, created_at)
     except EngineError as exc:
         return ChangeResult(change, False, str(exc), exc.permanent, None, time.monotonic() - started)
     except Exception as exc:  # noqa: BLE001 - one sandbox's bug must not stop the others
         return ChangeResult(change, False, f"{type(exc).__name__}: {exc}", False, None, time.monotonic() - started)
     return ChangeResult(change, True, None, False, container_id, time.monotonic() - started)
+
+
+def _create(change: Change, engine: Engine, created_at: int) -> tuple[str, Change]:
+    """Create the sandbox, from its pool member when the plan assigned one. A claim
+    that fails (the member died, was taken) falls back to a normal create, and the
+    change's cause, which the events log shows, says so."""
+    assert change.desired is not None
+    if change.claim is not None:
+        try:
+            return engine.claim(change.claim, change.desired, created_at), change  # type: ignore[attr-defined]
+        except EngineError as exc:
+            cause = change.cause.replace("claimed from", "claim from") + f" failed ({exc}), created normally"
+            change = replace(change, claim=None, cause=cause)
+    return engine.create(change.desired, created_at), change
 
 
 def execute(

@@ -34,6 +34,7 @@ from .lifetime import extended, iso
 from .loader import is_spec_file, load_specs
 from .plan import compute_plan
 from .lock import hold_watch_lock, watch_running
+from .pool_worker import PoolFiller, pool_events
 from .settings import Settings
 from .state import StateStore, open_store
 from .status import LoopEvent, crash_restarted
@@ -220,10 +221,13 @@ def run_watch(
         emit([LoopEvent("watching", None, f"watching {settings.specs} (instance {settings.instance}, "
                                           f"resync {resync_interval:g}s)")])
         timers = _Timers()
+        # Warm pools are topped up in the background; a finished batch asks for a pass.
+        filler = PoolFiller(ctx.engine, lambda results: (emit(pool_events(results, time.time())), triggers.put("pool")))
         try:
-            _run_passes(ctx, store, stop, triggers, book, timers, resync_interval, emit, on_pass)
+            _run_passes(ctx, store, stop, triggers, book, timers, resync_interval, emit, on_pass, filler)
         finally:
             stop.set()
+            filler.stop()
             with book.lock:
                 stream = book.stream
             if stream is not None:
@@ -254,6 +258,7 @@ def _run_passes(
     resync_interval: float,
     emit: Callable[..., None],
     on_pass: OnPass | None = None,
+    filler: PoolFiller | None = None,
 ) -> None:
     pruned = -PRUNE_EVERY  # at once, then hourly
     while not stop.is_set():
@@ -264,7 +269,7 @@ def _run_passes(
             except Exception as exc:  # noqa: BLE001 - a full disk must not stop the loop
                 print(f"reconcile: cannot trim the events log: {exc}", file=sys.stderr)
             pruned = started
-        delay = _one_pass(ctx, store, stop, book, timers, emit, on_pass)
+        delay = _one_pass(ctx, store, stop, book, timers, emit, on_pass, filler)
         next_at = min(started + resync_interval, time.monotonic() + delay if delay is not None else float("inf"))
         try:
             reason = triggers.get(timeout=max(0.0, next_at - time.monotonic()))
@@ -287,6 +292,7 @@ def _one_pass(
     timers: _Timers,
     emit: Callable[..., None],
     on_pass: OnPass | None = None,
+    filler: PoolFiller | None = None,
 ) -> float | None:
     """Run one pass and log it; returns seconds until the next timed wake-up (None: the resync)."""
     now = time.time()
@@ -304,6 +310,8 @@ def _one_pass(
             wait=IN_PASS_WAIT,
             cancel=stop,
             announce_ready=timers.passes == 0,
+            pool_runner=filler.submit if filler is not None else None,
+            pool_busy=filler.busy() if filler is not None else frozenset(),
         )
         result = reconcile_pass(ctx, inp)
         events = record_pass(ctx, store, inp, result)

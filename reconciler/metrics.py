@@ -35,7 +35,7 @@ EVENT_ACTIONS = {"created": "create", "recreated": "recreate", "restarted": "sta
 ACTIONS = ("create", "recreate", "start", "destroy")
 
 StateCounts = Callable[[], Mapping[str, int]]
-PoolSizes = Callable[[], Mapping[str, Mapping[str, int]]]  # pool -> {"ready": n, "total": m}
+PoolSizes = Callable[[], Mapping[str, Mapping[str, int]]]  # pool -> {"idle": n, "claimed": m}
 
 
 class _ScrapeTimeGauges(Collector):

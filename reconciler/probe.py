@@ -49,14 +49,16 @@ class ReadyCache:
 
     A probe is a TCP connect into the container's network: measured ~0.5 ms of
     kernel time each with 300 sandbox networks, so probing every sandbox on every
-    resync pass cost ~150 ms at 300. A container is known by its id: a recreated,
-    restarted-elsewhere or removed one is probed afresh."""
+    resync pass cost ~150 ms at 300. A container is known by its id and where it
+    answers (a swarm service keeps its id when its task moves to another node): a
+    recreated, restarted-elsewhere or removed one is probed afresh."""
 
-    answered: frozenset[str] = frozenset()  # container ids
+    answered: frozenset[tuple[str, str | None]] = frozenset()  # (container id, endpoint)
 
     def ready_set(self, sandboxes: Iterable[ObservedSandbox], timeout: float = 0.5) -> set[str]:
         running = [sb for sb in sandboxes if sb.running and sb.ip and sb.port]
-        known = {sb.name for sb in running if sb.container_id in self.answered}
-        ready = known | ready_set([sb for sb in running if sb.container_id not in self.answered], timeout)
-        self.answered = frozenset(sb.container_id for sb in running if sb.name in ready)
+        known = {sb.name for sb in running if (sb.container_id, sb.endpoint) in self.answered}
+        fresh = [sb for sb in running if (sb.container_id, sb.endpoint) not in self.answered]
+        ready = known | ready_set(fresh, timeout)
+        self.answered = frozenset((sb.container_id, sb.endpoint) for sb in running if sb.name in ready)
         return ready

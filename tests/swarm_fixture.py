@@ -185,13 +185,23 @@ class LocalSwarm:
             if "/exec/netns/" not in mount and mount not in own:
                 forced.append(f"leftover mount {mount}")
             subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
-        for ns in [self.hub, *(n.netns for n in self.nodes.values())]:
-            if (NETNS_DIR / ns).exists():
-                _run("ip", "netns", "del", ns)
-        if _link_exists(self.host_link):
-            _run("ip", "link", "del", self.host_link)
-        shutil.rmtree(self.root, ignore_errors=True)
-        _release_netns_dir()
+        try:
+            for ns in [self.hub, *(n.netns for n in self.nodes.values())]:
+                if (NETNS_DIR / ns).exists():
+                    res = subprocess.run(["ip", "netns", "del", ns], capture_output=True, text=True, check=False)
+                    if res.returncode != 0:
+                        forced.append(f"ip netns del {ns}: {res.stderr.strip()}")
+            # The kernel dismantles a deleted namespace in the background: the host's
+            # end of the hub's veth goes a moment later. Only a link that stays is deleted.
+            deadline = time.monotonic() + 5.0
+            while _link_exists(self.host_link) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _link_exists(self.host_link):
+                forced.append(f"link {self.host_link} outlived its namespace")
+                subprocess.run(["ip", "link", "del", self.host_link], capture_output=True, check=False)
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+            _release_netns_dir()
         forced.extend(self.leftovers())
         return forced
 

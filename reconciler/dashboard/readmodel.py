@@ -44,9 +44,10 @@ class StoreView:
 @dataclass(frozen=True)
 class PoolCounts:
     name: str
-    ready: int
-    total: int
+    ready: int  # idle members, ready to be claimed
+    total: int  # idle + claimed
     target: int | None = None
+    claimed: int = 0
 
 
 @dataclass(frozen=True)
@@ -125,9 +126,10 @@ class PlanView(BaseModel):
 
 class PoolView(BaseModel):
     name: str
-    ready: int
-    total: int
-    target: int | None = None
+    ready: int = Field(description="idle members, ready to be claimed")
+    total: int = Field(description="idle and claimed members")
+    target: int | None = Field(None, description="the pool's size (None: no valid spec)")
+    claimed: int = Field(0, description="sandboxes running in a former member")
 
 
 class Overview(BaseModel):
@@ -307,6 +309,10 @@ def state_counts(rows: list[SandboxRow]) -> dict[str, int]:
 def overview(snapshot: Snapshot) -> Overview:
     """The page's one request: the table, the counts, the plan and the pools."""
     rows = sandbox_rows(snapshot)
+    # The plan knows each warm pool's size; a snapshot may bring its own counts.
+    pools = snapshot.pools or tuple(
+        PoolCounts(p.name, p.idle, p.idle + p.claimed, p.target, p.claimed) for p in snapshot.plan.pools
+    )
     return Overview(
         now=snapshot.taken_at,
         instance=snapshot.settings.instance,
@@ -314,7 +320,7 @@ def overview(snapshot: Snapshot) -> Overview:
         counts=state_counts(rows),
         sandboxes=rows,
         plan=plan_view(snapshot.plan),
-        pools=[PoolView(name=p.name, ready=p.ready, total=p.total, target=p.target) for p in snapshot.pools],
+        pools=[PoolView(name=p.name, ready=p.ready, total=p.total, target=p.target, claimed=p.claimed) for p in pools],
         usage_source=snapshot.usage_source,
     )
 

@@ -55,7 +55,13 @@ def build_dashboard(
         except (EngineError, UserError):
             return {}  # engine or store unreadable: no gauge samples rather than a failed scrape
 
-    metrics = Metrics(states=states)
+    def pools() -> dict[str, dict[str, int]]:
+        try:
+            return {p.name: {"idle": p.idle, "claimed": p.claimed} for p in snapshots.get().plan.pools}
+        except (EngineError, UserError):
+            return {}
+
+    metrics = Metrics(states=states, pools=pools)
     feed = EventFeed(backing.store, metrics)
     hosts = auth.allowed_hosts(ctx.settings.domain, listen, (dashboard_host(ctx.settings), *extra_hosts))
     actions = Actions(ctx=Context(settings=ctx.settings, engine=ctx.engine), extend_ttl=backing.extend,

@@ -351,12 +351,17 @@ def test_the_watch_loop_repairs_drift_and_ends_lifetimes_on_swarm(src: Reconcile
         helpers.wait_until(lambda: replicas(swarm, second["ID"]) == 1, timeout=20, message="the scale back to 1")
         assert page(swarm, second["ID"]) == "hello from keeper\n"  # started again, same service
         helpers.wait_until(lambda: "brief" not in services(swarm, src.instance), timeout=30, message="the ttl")
+
+        def logged() -> list[tuple[str, str]] | None:
+            kinds = [(e["kind"], e["name"]) for e in json.loads(src.expect(0, "events", "--output", "json"))]
+            return kinds if {("restarted", "keeper"), ("expired", "brief")} <= set(kinds) else None
+
+        # A pass logs its events after it waited for what it started: wait for them, then stop.
+        kinds = helpers.wait_until(logged, timeout=20, message="the restart and the expiry in the events log")
     finally:
         watch.terminate()
         watch.wait(timeout=20)
         log.close()
-    kinds = [(e["kind"], e["name"]) for e in json.loads(src.expect(0, "events", "--output", "json"))]
-    assert ("restarted", "keeper") in kinds and ("expired", "brief") in kinds
     assert kinds.count(("created", "keeper")) == 2
     assert ("crashloop", "keeper") not in kinds  # a scale to zero is no crash
 

@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from reconciler.cli import main
-from reconciler.spec import SandboxSpec, json_schema
+from reconciler.spec import PoolSpec, SandboxSpec, json_schema
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -48,6 +48,14 @@ def field_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 
 SPEC_FIELDS = field_paths(SandboxSpec)
+
+
+POOL_FIELDS = field_paths(PoolSpec)
+
+
+@pytest.mark.parametrize("path", POOL_FIELDS)
+def test_every_pool_field_is_in_the_warm_pools_reference(path):
+    assert f"| `{path}` |" in section(README, "Warm pools"), f"README's Warm pools table has no row for `{path}`"
 
 
 def test_field_walk_sees_nested_models():

@@ -198,3 +198,15 @@ def test_each_uploaded_file_is_one_config_and_a_file_too_big_is_a_permanent_erro
     assert str(caught.value) == (
         "web: upload /www/sub/ok.bin is 1000 KiB; on swarm every uploaded file is a swarm config, "
         "which holds 1 to 1023999 bytes: put big files in the image or a volume")
+
+
+def test_a_sandbox_that_moved_is_probed_again_though_its_service_id_stayed() -> None:
+    from reconciler.probe import ReadyCache
+
+    def at(port: int) -> ObservedSandbox:
+        return ObservedSandbox("web", "svc1", "rc-i-web", "running", {"reconciler.port": "8000"},
+                               ip="127.0.0.1", route_port=port)
+
+    cache = ReadyCache(answered=frozenset({("svc1", "http://127.0.0.1:9")}))
+    assert cache.ready_set([at(9)]) == {"web"}  # answered before, at the same place: not probed
+    assert cache.ready_set([at(1)]) == set()  # same id, new place: probed (nothing listens on port 1)

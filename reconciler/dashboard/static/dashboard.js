@@ -234,7 +234,7 @@ function renderPools(pools) {
   tbody.replaceChildren();
   for (const p of pools) {
     const tr = el("tr");
-    for (const v of [p.name, String(p.ready), String(p.total), p.target === null ? "–" : String(p.target)])
+    for (const v of [p.name, String(p.ready), String(p.claimed), p.target === null ? "–" : String(p.target)])
       tr.appendChild(el("td", {}, v));
     tbody.appendChild(tr);
   }
