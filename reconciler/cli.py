@@ -367,13 +367,18 @@ Command = Callable[[argparse.Namespace, Settings], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Global options go before or after the command (`reconcile --engine swarm plan`
+    # and `reconcile plan --engine swarm`). The command's copies default to
+    # SUPPRESS, so a value given before the command is not reset by them.
     common = argparse.ArgumentParser(add_help=False)
+    parser = _Parser(prog="reconcile", description="Declarative sandboxes: specs in, Docker and Traefik converged.")
     for name, (env, _default, help_text) in GLOBAL_OPTIONS.items():
         flag = "--" + name.replace("_", "-")
-        common.add_argument(flag, dest=name, default=None, help=f"{help_text} (${env})")
-    common.add_argument("--output", "-o", choices=["text", "json"], default="text")
+        common.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=f"{help_text} (${env})")
+        parser.add_argument(flag, dest=name, default=None, help=argparse.SUPPRESS)
+    common.add_argument("--output", "-o", choices=["text", "json"], default=argparse.SUPPRESS)
+    parser.add_argument("--output", "-o", choices=["text", "json"], default="text", help=argparse.SUPPRESS)
 
-    parser = _Parser(prog="reconcile", description="Declarative sandboxes: specs in, Docker and Traefik converged.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def add(name: str, func: Command, help_text: str) -> argparse.ArgumentParser:
