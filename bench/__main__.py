@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(root, ignore_errors=True)
     ordered = [rows[k] for k in ROW_KEYS if k in rows]
     mode = "quick" if args.quick else "full"
-    write(ordered, machine, mode, time.monotonic() - started, output, args.json, bench.owned)
+    write(ordered, machine, mode, time.monotonic() - started, output, args.json, bench.owned, bench.stuck)
     print(terminal(ordered))
     say(f"wrote {output}")
     return 1 if failures else 0

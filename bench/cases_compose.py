@@ -9,8 +9,9 @@ from __future__ import annotations
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-from .peers import compose_file
+from .peers import Peer, StuckNetwork, compose_file
 from .report import Row
 from .runner import Bench
 from .stats import fmt_ratio, fmt_summary, fmt_time, ratios, summarize
@@ -48,7 +49,7 @@ def cold_and_destroy(b: Bench) -> list[Row]:
                 cfile = compose_file(ws.root, sandboxes)
                 samples[peer.key].append(peer.run(project, cfile, "up", "-d"))
                 _check(b.running(PROJECT_LABEL, project) == n, f"{peer.label} up -d did not start {n} services")
-                downs[peer.key].append(peer.run(project, cfile, "down", "-t", "0"))
+                downs[peer.key].append(compose_down(b, peer, project, cfile))
         ours = samples["reconcile"]
         detail = (f"cold apply {n}: Compose v2 {fmt_summary(summarize(samples['v2']))}, Compose v1 "
                   f"{fmt_summary(summarize(samples['v1']))}")
@@ -119,9 +120,23 @@ def noop(b: Bench, pass_rows) -> list[Row]:  # noqa: ANN001 - pass_rows(bench, w
     _ratios(row, b, samples, limit=2.0)
     rows = [row, *pass_rows(b, ws)]
     for peer in b.peers:
-        peer.run(projects[peer.key], cfile, "down", "-t", "0")
+        compose_down(b, peer, projects[peer.key], cfile)
     ws.reconcile("destroy", "--all", "--volumes")
     return rows
+
+
+def compose_down(b: Bench, peer: Peer, project: str, cfile: Path) -> float:
+    """``down -t 0``; its seconds. A network the daemon keeps with a stale endpoint (dockerd 20.10,
+    seen about once in ten `down`s of 50 services here) is noted, not fatal, once no container is left."""
+    try:
+        return peer.run(project, cfile, "down", "-t", "0")
+    except StuckNetwork as exc:
+        left = len(b.api.containers(all=True, filters={"label": f"{PROJECT_LABEL}={project}"}))  # type: ignore[attr-defined]
+        if left:
+            raise
+        b.stuck.append(f"{project}_default")
+        b.say(f"  {peer.label} down: dockerd keeps network {project}_default ({exc}); its containers are gone")
+        return exc.seconds
 
 
 def engine_floor(b: Bench, n: int) -> tuple[float, float]:

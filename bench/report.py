@@ -91,12 +91,12 @@ def terminal(rows: list[Row]) -> str:
 
 
 def write(rows: list[Row], machine: list[tuple[str, str]], mode: str, seconds: float, output: Path,
-          json_output: Path | None, owned: list[tuple[str, str]] = ()) -> None:
+          json_output: Path | None, owned: list[tuple[str, str]] = (), stuck: list[str] = ()) -> None:
     """The markdown report; with ``json_output`` also every row's raw samples and the
     (label, value) pairs the run created objects under, so a test can check they are gone."""
     output.write_text(markdown(rows, machine, mode, seconds))
     if json_output is not None:
         json_output.write_text(json.dumps(
             {"mode": mode, "seconds": seconds, "machine": dict(machine), "rows": [asdict(r) for r in rows],
-             "owned": [list(pair) for pair in owned]},
+             "owned": [list(pair) for pair in owned], "stuck_networks": list(stuck)},
             indent=2, default=str))

@@ -139,6 +139,7 @@ class Bench:
     say: Say
     api: object  # docker.APIClient
     owned: list[tuple[str, str]] = field(default_factory=list)  # (label, value) to clean up
+    stuck: list[str] = field(default_factory=list)  # networks dockerd refused to remove (stale endpoints)
 
     def workspace(self, prefix: str = "bench") -> Workspace:
         ws = Workspace.create(self.root, prefix)

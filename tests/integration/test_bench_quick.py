@@ -46,11 +46,15 @@ def test_quick_bench_reports_every_row_and_leaves_nothing(tmp_path, docker_clien
         assert f"| {row['case']} |" in text
     assert "## Machine" in text and "Compose v2" in text and "Compose v1" in text
 
-    # Everything the run made is gone: its instances and compose projects.
+    # Everything the run made is gone: its instances and compose projects. The one exception the
+    # bench reports: a Compose network dockerd 20.10 keeps with a stale endpoint until it restarts.
     api = docker_client.api
     for label, value in data["owned"]:
         flt = {"label": f"{label}={value}"}
         assert api.containers(all=True, filters=flt) == [], (label, value)
-        assert api.networks(filters=flt) == [], (label, value)
+        left = {n["Name"] for n in api.networks(filters=flt)}
+        assert left <= set(data["stuck_networks"]), (label, value, left)
+        if label.startswith("reconciler."):
+            assert left == set(), (label, value, left)  # the reconciler's own networks always go
     if committed is not None:
         assert (REPO / "BENCHMARKS.md").read_bytes() == committed

@@ -75,6 +75,18 @@ def warm(watch: Watch, client, size: int, not_in: set[str] = frozenset()) -> dic
     return watch.until(full, 30, f"{size} idle members running")
 
 
+def claim_one(watch: Watch, client, name: str, size: int) -> dict:  # noqa: ANN001
+    """Start the watch on a pool of ``size``, let sandbox ``name`` claim a member once it is warm."""
+    watch.write("web.yaml", pool_yaml(size=size))
+    watch.start()
+    warm(watch, client, size)
+    watch.write(f"{name}.yaml", sandbox_yaml(name))
+    watch.wait_event("ready", name)
+    claimed = container_named(client, L.container_name(watch.instance, name))
+    assert claimed["Labels"][L.KIND] == "pool-member"
+    return claimed
+
+
 def route_text(traefik) -> str:  # noqa: ANN001
     return "".join(p.read_text() for p in traefik.dynamic_dir.glob("*.yml"))
 
@@ -85,6 +97,13 @@ def test_a_sandbox_claims_a_warm_member_and_the_pool_refills(watch: Watch, traef
     idle = warm(watch, docker_client, 2)
     assert owned_networks(docker_client, watch.instance) == {c["Names"][0].lstrip("/") for c in idle.values()}
     assert "url:" not in route_text(traefik)  # idle members are never routed
+    for cid, c in idle.items():  # hardened and limited like any sandbox, each on a network of its own
+        host = docker_client.api.inspect_container(cid)["HostConfig"]
+        assert host["Init"] is True and host["CapDrop"] == ["ALL"] and host["Privileged"] is False
+        assert host["SecurityOpt"] == ["no-new-privileges:true"] and host["IpcMode"] == "private"
+        assert (host["Memory"], host["MemorySwap"], host["NanoCpus"], host["PidsLimit"]) == (
+            64 * 1024**2, 64 * 1024**2, 500_000_000, 64)
+        assert host["NetworkMode"] == c["Names"][0].lstrip("/")
 
     watch.write("a.yaml", sandbox_yaml("a"))
     watch.wait_event("ready", "a")
@@ -144,13 +163,7 @@ def test_an_empty_pool_falls_back_to_a_normal_create(watch: Watch, traefik, dock
 
 
 def test_a_changed_pool_spec_replaces_idle_members_never_claimed_ones(watch: Watch, traefik, docker_client) -> None:  # noqa: ANN001
-    watch.write("web.yaml", pool_yaml(size=1))
-    watch.start()
-    warm(watch, docker_client, 1)
-    watch.write("c.yaml", sandbox_yaml("c"))
-    watch.wait_event("ready", "c")
-    claimed = container_named(docker_client, L.container_name(watch.instance, "c"))
-    assert claimed["Labels"][L.KIND] == "pool-member"
+    claimed = claim_one(watch, docker_client, "c", size=1)
     old = warm(watch, docker_client, 1)
     (old_hash,) = {c["Labels"][L.POOL_HASH] for c in old.values()}
 
@@ -168,14 +181,7 @@ def test_a_changed_pool_spec_replaces_idle_members_never_claimed_ones(watch: Wat
 
 
 def test_deleting_the_pool_removes_idle_members_only(watch: Watch, traefik, docker_client) -> None:  # noqa: ANN001
-    watch.write("web.yaml", pool_yaml(size=2))
-    watch.start()
-    warm(watch, docker_client, 2)
-    watch.write("d.yaml", sandbox_yaml("d"))
-    watch.wait_event("ready", "d")
-    claimed = container_named(docker_client, L.container_name(watch.instance, "d"))
-    assert claimed["Labels"][L.KIND] == "pool-member"
-
+    claimed = claim_one(watch, docker_client, "d", size=2)
     (watch.specs / "web.yaml").unlink()
     watch.until(lambda: not members(docker_client, watch.instance, state=None), 30, "every idle member gone")
     member_net = L.member_name(watch.instance, "web", claimed["Labels"][L.MEMBER])

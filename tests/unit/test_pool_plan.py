@@ -362,3 +362,16 @@ def test_plan_json_lists_pools(tmp_path):
     assert out["pools"] == [{"name": "web", "idle": 0, "claimed": 0, "target": 1}]
     assert out["pool_changes"] == [{"action": "create", "pool": "web", "cause": "refill: 0 of 1 idle",
                                     "container_id": None}]
+
+
+def test_the_dashboard_shows_each_pool_from_the_plan(tmp_path):
+    from reconciler.dashboard.readmodel import Snapshot, overview
+    from reconciler.settings import Settings
+
+    desired = load(tmp_path, {"web.yaml": pool_yaml(size=3), "a.yaml": sandbox_yaml("a")})
+    used = claimed_box(desired, "a", member(desired, member_id="used"))
+    obs = observed(member(desired, member_id="m1"), sandboxes={"a": used})
+    snap = Snapshot(taken_at=NOW, settings=Settings(specs=tmp_path / "specs", instance=INSTANCE), desired=desired,
+                    observed=obs, plan=compute_plan(desired, obs, now=NOW))
+    (view,) = overview(snap).pools
+    assert (view.name, view.ready, view.claimed, view.total, view.target) == ("web", 1, 1, 2, 3)
