@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import cases_compose, cases_loop, pool, watch
+from . import cases_compose, cases_loop, dashboard, pool, watch
 from .machine import REPO, describe, traefik_version
 from .peers import PeerError, compose_v1, compose_v2
 from .report import ROW_KEYS, Row, failed_row, terminal, write
@@ -31,6 +31,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "scale": ("scale-apply", "scale-reload", "noop-pass-medium", "scale-rss"),
     "watch": ("spec-to-routable", "drift-repair", "idle-cpu"),
     "pool": ("spec-to-routable-pool",),
+    "dashboard": ("dashboard-table",),
 }
 
 
@@ -42,6 +43,7 @@ def _runner(group: str) -> Callable[[Bench], list[Row]]:
         "scale": cases_loop.scale,
         "watch": watch.watch_rows,
         "pool": pool.pool_rows,
+        "dashboard": dashboard.dashboard_rows,
     }[group]
 
 

@@ -25,6 +25,7 @@ ROW_KEYS: tuple[str, ...] = (
     "scale-reload",
     "scale-rss",
     "idle-cpu",
+    "dashboard-table",
 )
 
 
