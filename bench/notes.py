@@ -126,8 +126,8 @@ What changed (medians, in process):
   sandbox network costs ~0.5 ms of kernel time here with 300 networks, ~150 ms per pass at 300 sandboxes.
 - Spec hashes (the config hash and the lifetime's spec hash) are computed once per spec version, not once
   per pass (`LoadedSpec.memo`, kept while the loader hands out the same object).
-- Together: 20 specs 50 ms → under 10 ms; 300 specs 240 ms → the figure above; 1000 specs 7.6 s → the
-  figure above.
+- Together: 20 specs 50 ms → 8–12 ms (the 10 ms target sits inside this machine's run-to-run noise);
+  300 specs 240 ms → the figure above; 1000 specs 7.6 s → the figure above.
 
 What is left, by owner: at 300 and 1000 the largest parts are the Docker list call itself (the daemon
 serialises the containers' JSON, ~30 ms at 300) and `record_pass`, which re-reads every status from SQLite

@@ -40,7 +40,7 @@ class Sizes:
 FULL = Sizes()
 QUICK = Sizes(
     cold=(2, 4),
-    cold_runs=(2, 1),
+    cold_runs=(1, 1),
     noop_specs=3,
     noop_runs=3,
     pass_sizes=(3, 10, 100),
@@ -49,7 +49,7 @@ QUICK = Sizes(
     reload_runs=2,
     idle_sandboxes=5,
     idle_seconds=10.0,
-    routable_runs=5,
+    routable_runs=3,
     drift_runs=3,
 )
 
