@@ -13,9 +13,11 @@ import json
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
-from .errors import UserError
+from .engine import EngineError
 from .pools import Claim
 
 _SCHEMA = """
@@ -27,6 +29,11 @@ CREATE TABLE IF NOT EXISTS claims (
     claimed_at REAL NOT NULL
 );
 """
+
+
+class ClaimStoreError(EngineError):
+    """The claim records cannot be read or written: a claim is not attempted (the
+    sandbox is created normally) and an observation fails rather than guess."""
 
 
 class ClaimBook:
@@ -48,30 +55,33 @@ class ClaimBook:
             return self._db
         if not create and not self.path.exists():
             return None
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            db = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            raise UserError(f"cannot open the state store {self.path}: {exc}; check --state-dir") from exc
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        db = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
         self._db = db
         return db
 
+    @contextmanager
+    def _database(self, create: bool) -> Iterator[sqlite3.Connection | None]:
+        with self._lock:
+            try:
+                yield self._connect(create)
+            except (OSError, sqlite3.Error, ValueError) as exc:
+                raise ClaimStoreError(f"cannot use the claim records in {self.path}: {exc}; check --state-dir") from exc
+
     def read(self) -> dict[str, Claim]:
         """Every record, by sandbox name ({} when there is no state store yet)."""
-        with self._lock:
-            db = self._connect(create=False)
+        with self._database(create=False) as db:
             if db is None:
                 return {}
             rows = db.execute("SELECT sandbox, container_id, labels, complete, claimed_at FROM claims").fetchall()
-        return {s: Claim(s, cid, json.loads(raw), bool(done), at) for s, cid, raw, done, at in rows}
+            return {s: Claim(s, cid, json.loads(raw), bool(done), at) for s, cid, raw, done, at in rows}
 
     def begin(self, sandbox: str, container_id: str, labels: dict[str, str]) -> None:
         """Record a claim about to happen (replacing any older record of ``sandbox``)."""
-        with self._lock:
-            db = self._connect(create=True)
+        with self._database(create=True) as db:
             assert db is not None
             db.execute(
                 "INSERT OR REPLACE INTO claims (sandbox, container_id, labels, complete, claimed_at) "
@@ -93,8 +103,7 @@ class ClaimBook:
             self.forget(sandbox, container_id)
 
     def _run(self, sql: str, args: tuple[object, ...]) -> None:
-        with self._lock:
-            db = self._connect(create=False)
+        with self._database(create=False) as db:
             if db is not None:
                 db.execute(sql, args)
 

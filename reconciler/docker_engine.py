@@ -516,6 +516,10 @@ class DockerEngine:
                 info = self.api.inspect_network(want.network_name)
             except NotFound:
                 info = None
+            except APIError as exc:
+                if "ambiguous" not in str(exc):
+                    raise EngineError(f"cannot inspect network {want.network_name}: {_explain(exc)}") from exc
+                info = self._dedupe_network(want.network_name)
             if info is not None:
                 if not L.is_owned(info.get("Labels"), self.instance):
                     raise EngineError(
@@ -526,6 +530,22 @@ class DockerEngine:
                     return
                 self.remove_network(want.network_name)  # egress changed
             self._create_network(want.network_name, want.name, internal)
+
+    def _dedupe_network(self, name: str) -> dict[str, Any] | None:
+        """Two networks of one name: a create that a killed reconciler had already sent
+        raced the next one's (Docker 20.10's duplicate check is best effort). Keep one
+        of ours, the one in use if any, and remove our empty others."""
+        same = [n for n in self.api.networks(names=[name]) if n.get("Name") == name]
+        ours = [n for n in same if L.is_owned(n.get("Labels"), self.instance)]
+        if len(ours) < len(same):
+            raise EngineError(f'a network named "{name}" exists and is not owned by this instance', permanent=True)
+        ours.sort(key=lambda n: (not n.get("Containers"), n.get("Created", "")))
+        for extra in ours[1:]:
+            try:
+                self.api.remove_network(extra["Id"])
+            except APIError:
+                pass  # in use after all: the next pass sees it again
+        return self.api.inspect_network(ours[0]["Id"]) if ours else None
 
     def _create_network(
         self, name: str, sandbox: str | None, internal: bool, extra: dict[str, str] | None = None

@@ -244,3 +244,30 @@ def test_a_crash_mid_claim_never_counts_a_container_twice_or_leaks_one(
     assert nets == expected, (nets, expected)
     if crash_at == "after the rename":
         assert member_id not in {c["Id"] for c in boxes}  # the half-claimed one was replaced
+
+
+def test_a_claim_that_fails_falls_back_to_a_normal_create(tmp_path: Path, instance: str, docker_client) -> None:  # noqa: ANN001
+    """The member the plan picked is gone when the claim runs: the sandbox is created
+    normally, and the change's cause (what the events log shows) says why."""
+    from reconciler.cli import context_for
+    from reconciler.controller import apply_once, make_plan
+    from reconciler.execute import execute
+    from reconciler.settings import Settings
+
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    settings = Settings(specs=specs, state_dir=tmp_path / "state", traefik_dir=tmp_path / "dynamic", instance=instance)
+    (specs / "web.yaml").write_text(pool_yaml(size=1))
+    ctx = context_for(settings)
+    apply_once(ctx)
+    (specs / "f.yaml").write_text(sandbox_yaml("f"))
+    _, _, plan = make_plan(ctx)
+    (change,) = plan.changes
+    assert change.claim is not None
+    docker_client.api.remove_container(change.claim.container_id, force=True)
+    (result,) = execute(plan, ctx.engine)
+    assert result.ok and result.change.claim is None
+    assert result.change.cause.startswith("new sandbox; claim from pool web failed (")
+    assert result.change.cause.endswith("), created normally")
+    box = container_named(docker_client, L.container_name(instance, "f"))
+    assert box["Id"] == result.container_id and box["Labels"][L.KIND] == "sandbox" and box["State"] == "running"

@@ -375,3 +375,27 @@ def test_the_dashboard_shows_each_pool_from_the_plan(tmp_path):
                     observed=obs, plan=compute_plan(desired, obs, now=NOW))
     (view,) = overview(snap).pools
     assert (view.name, view.ready, view.claimed, view.total, view.target) == ("web", 1, 1, 2, 3)
+
+
+def test_claim_records_share_the_state_store_file(tmp_path):
+    from reconciler.claims import ClaimBook, ClaimStoreError
+    from reconciler.settings import Settings
+    from reconciler.state import open_store, store_path
+
+    settings = Settings(specs=tmp_path / "specs", state_dir=tmp_path / "state", instance=INSTANCE)
+    book = ClaimBook.for_settings(settings)
+    assert book.read() == {} and not store_path(settings).exists()  # reading never creates the store
+    book.begin("a", "c1", {"reconciler.port": "8000"})
+    assert book.read()["a"] == Claim("a", "c1", {"reconciler.port": "8000"}, False, book.read()["a"].claimed_at)
+    book.finish("a", "c1")
+    book.forget("a", "other")  # another container's record only
+    assert book.read()["a"].complete
+    with open_store(settings) as store:  # the state store opens the same file and keeps its own tables
+        assert store.lifetimes() == {}
+    book.begin("b", "c2", {})
+    book.prune({"b": "c2"})
+    assert set(book.read()) == {"a"}
+    book.close()
+    (tmp_path / "state" / f"{INSTANCE}.db").write_bytes(b"not a database" * 100)
+    with pytest.raises(ClaimStoreError, match="check --state-dir"):
+        ClaimBook.for_settings(settings).read()
