@@ -308,47 +308,21 @@ def cmd_url(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_destroy(args: argparse.Namespace, settings: Settings) -> int:
-    from .controller import Context, publish_routes
-    from .probe import ready_set
+    from .controller import destroy_sandboxes
 
     if not args.all and not args.names:
         raise Usage("name one or more sandboxes, or pass --all")
     _check_names(args.names)
-    engine = make_engine(settings)
-    ctx = Context(settings=settings, engine=engine)
-    observed = engine.observe()
-    targets = sorted(observed.sandboxes) if args.all else list(dict.fromkeys(args.names))
-    missing = [n for n in targets if n not in observed.sandboxes]
-    if missing and not args.all:
+    missing, results = destroy_sandboxes(context_for(settings), None if args.all else args.names, args.volumes)
+    if missing:
         raise NotFound(f'no sandbox {", ".join(missing)} in instance "{settings.instance}"')
-    remaining = [sb for sb in observed.sandboxes.values() if sb.name not in targets]
-    publish_routes(ctx, observed, ready_set(remaining))
-    failures = []
-    from concurrent.futures import ThreadPoolExecutor
-
-    def destroy(name: str) -> str | None:
-        try:
-            engine.remove(observed.sandboxes[name], remove_network=True, remove_volumes=args.volumes)
-            return None
-        except Exception as exc:  # noqa: BLE001 - reported per sandbox
-            return f"{name}: {exc}"
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        failures = [f for f in pool.map(destroy, targets) if f]
-    if args.all:
-        for stray in observed.strays:
-            engine.remove(stray, remove_network=False, remove_volumes=False)
-        after = engine.observe()
-        for net in after.networks:
-            engine.remove_network(net)
-        if args.volumes:
-            for vol in after.volumes:
-                engine.remove_volume(vol)
+    failures = [f"{r.change.name}: {r.error}" for r in results if not r.ok]
+    destroyed = [r.change.name for r in results if r.ok]
     if args.output == "json":
-        emit_json({"destroyed": [t for t in targets if not any(f.startswith(t + ":") for f in failures)], "errors": failures})
+        emit_json({"destroyed": destroyed, "errors": failures})
     else:
-        for target in targets:
-            print(f"  - {target}: destroyed")
+        for name in destroyed:
+            print(f"  - {name}: destroyed")
         for failure in failures:
             print(f"error: {failure}")
     return EXIT_FAIL if failures else EXIT_OK

@@ -20,7 +20,7 @@ from .execute import ChangeResult, execute
 from .lifetime import Lifetime, iso
 from .loader import Desired, LoadCache, load_specs
 from .observed import Observed, ObservedSandbox
-from .plan import Plan, compute_plan
+from .plan import Change, Plan, compute_plan
 from .probe import ReadyCache
 from .settings import Settings
 from .traefik import Route, RouterOptions, publish, routes_for
@@ -289,6 +289,38 @@ def apply_once(
         result = reconcile_pass(ctx, inp, on_result)
         record_pass(ctx, store, inp, result)
     return result
+
+
+def destroy_sandboxes(
+    ctx: Context, names: list[str] | None, remove_volumes: bool = False
+) -> tuple[list[str], list[ChangeResult]]:
+    """``reconcile destroy``: remove the named sandboxes (``None``: all of them) through
+    the executor, routes first; spec files stay. Returns (unknown names, results);
+    with an unknown name nothing is destroyed."""
+    observed = ctx.engine.observe()
+    targets = sorted(observed.sandboxes) if names is None else list(dict.fromkeys(names))
+    missing = [n for n in targets if n not in observed.sandboxes]
+    if missing:
+        return missing, []  # one unknown name: touch nothing
+    changes = [
+        Change("destroy", n, "destroy requested", observed=observed.sandboxes[n], remove_volumes=remove_volumes)
+        for n in targets
+    ]
+    everything = names is None
+    if everything:
+        changes += [Change("destroy", s.name or s.container_name, "duplicate container", observed=s) for s in observed.strays]
+    kept = {sb.name for sb in observed.sandboxes.values()} - set(targets)
+    plan = Plan(
+        changes=tuple(changes),
+        # With --all, networks and volumes left without a sandbox go too (volumes only when asked).
+        orphan_networks=tuple(n for n, net in observed.networks.items() if everything and net.sandbox not in kept),
+        orphan_volumes=tuple(
+            v for v, vol in observed.volumes.items() if everything and remove_volumes and vol.sandbox not in kept
+        ),
+    )
+    # Routes go before containers do, as in every pass.
+    publish_routes(ctx, observed, ctx.ready.ready_set(sb for sb in observed.sandboxes.values() if sb.name in kept))
+    return missing, execute(plan, ctx.engine, workers=ctx.settings.workers)
 
 
 def gc_once(ctx: Context) -> PassResult:

@@ -198,11 +198,6 @@ def resolve_upload(
     return ResolvedUpload(target, tuple(entries))
 
 
-def _parents(target: str) -> list[str]:
-    parts = PurePosixPath(target).parts[1:-1]
-    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
-
-
 def build_tar(uploads: list[ResolvedUpload] | tuple[ResolvedUpload, ...]) -> bytes:
     """One tar archive, to extract at ``/``, that creates every upload.
 
