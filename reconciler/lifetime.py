@@ -57,7 +57,10 @@ def resolve(
     ttl = loaded.spec.spec.ttl
     if stored is not None and stored.spec_hash == digest:
         return stored
-    born = now
+    # Whole seconds: the container's created-at label holds an integer, and the
+    # store and the label must name the same instant (a restart that adopts the
+    # label's lifetime, status and the expiry all agree to the second).
+    born = float(int(now))
     if (
         stored is None
         and have is not None
