@@ -45,13 +45,21 @@ changes a `--quick` run gave spec → routable a median of 1191 ms and drift rep
 - A resync pass no longer re-renders and re-parses the Traefik file when its routes are unchanged (see the
   no-op pass), so the pass that a write triggers spends its time on Docker.
 
-The floor: the row's details show where the time goes. A new sandbox needs its own bridge network (about
-100 ms of daemon time here), a container create (10–20 ms) and a start (170 ms on a quiet machine of this
-kind, 300–900 ms while other work shared its two cores: runc, the network namespace, veth and iptables),
-then Traefik's reload after the file is written (50–150 ms). Before any of that the watch loop waits for the write to settle: `STEP_MS = 50` in
-`reconciler/loop.py` costs 50–100 ms of every spec → routable; an atomic rename is a single event, so 20 ms
-would do (left to the loop's owner). The engine part alone is above 350 ms on this 2-core machine; the
-warm pool (issue 7) is the way under it.
+- Traefik's default certificate (`reconciler/default_cert.py`): without `tls.stores.default.defaultCertificate`
+  Traefik 3 generates a new self-signed RSA-2048 certificate on EVERY reload, and RSA key generation takes a
+  random 30–270 ms here. The reconciler now writes one EC certificate into the directory once. Write → first 200
+  through a new route, standalone Traefik, 16 writes each, alternating: median 95–110 ms (p95 ~270) without,
+  11 ms with. Spec → routable from pool went from a median of 283 ms to 155 ms with this change alone.
+- The watch's write-settle step `STEP_MS` 50 → 20 ms (`reconciler/loop.py`): watchfiles answers one to two
+  steps after the first event (78 ms median at 50, 30 at 20); each step costs a wake-up (idle: 0.18 % of a core
+  at 50, 0.43 % at 20, 0.73 % at 10, measured by a bare watcher), so 20 keeps the idle row well under 1 %.
+
+The floor: the row's details show where the time goes. A new sandbox needs its own bridge network (50–100 ms of
+daemon time here), a container create (10–20 ms) and a start: 290 ms median on the default bridge on this machine
+today, ~340 ms on a fresh network (docker-py straight, no reconciler: runc, the network namespace, veth and
+iptables), 300–900 ms while other work shares the two cores; then Traefik's reload after the file is written
+(~11–30 ms now). The engine part alone is above 350 ms on this 2-core machine; the warm pool (issue 7) is the way
+under it.
 """,
     "spec-to-routable-pool": """
 ### spec → routable from pool
@@ -67,10 +75,12 @@ shell), and the exec alone cost 57–661 ms under this machine's load (a runc ex
 namespaces); the stdin attach replaced it, and a claim pass (load, observe, claim, observe, probe, write
 the route) takes 45–100 ms in process.
 
-The floor, from the row's details: the watch's write-settle debounce (`STEP_MS = 50` in `reconciler/loop.py`,
-the "pass began" stage, 60–100 ms), then that pass, then Traefik's reload after the file is written (about
-50 ms quiet, 100–200 ms while other work shares the two cores). A 20 ms debounce would save about 40 ms
-(left to the loop's owner); with it, the figure is still bound by Traefik's reload on a loaded machine.
+What changed it further: Traefik's default certificate (see spec → routable: the reload after the write went
+from ~150 ms to ~20–30 ms; median 283 → 155 ms) and the 20 ms write-settle step (the "pass began" stage
+75 → ~33 ms; 155 → ~127 ms).
+
+The floor, from the row's details: the write-settle step (20–40 ms), the claim pass (load, observe, claim,
+observe, probe, write the route: ~60 ms in process), Traefik's reload after the file is written (10–30 ms).
 """,
     "cold-apply-small": """
 ### cold apply, destroy

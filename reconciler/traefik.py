@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
+from .default_cert import ensure_default_certificate
 from .observed import ObservedSandbox
 
 if TYPE_CHECKING:
@@ -200,10 +201,12 @@ def publish(
     marker = f"# inputs {inputs_digest(routes, instance, options, template_path)}\n"
     try:
         if (directory / filename).read_text(encoding="utf-8").endswith(marker):
+            ensure_default_certificate(directory)  # on the quiet path too: a deleted one comes back
             return False
     except (FileNotFoundError, UnicodeDecodeError):
         pass
     text = render(routes, instance, options, template_path)
+    ensure_default_certificate(directory)  # a refused render above writes nothing at all
     return write_atomic(directory, text + marker, filename)
 
 

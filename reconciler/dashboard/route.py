@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..settings import Settings
+from ..default_cert import ensure_default_certificate
 from ..traefik import Route, RouterOptions, render, write_atomic
 
 
@@ -46,5 +47,6 @@ def publish_route(settings: Settings, route: Route) -> Path:
     options = RouterOptions(domain=settings.domain, entrypoint=settings.entrypoint,
                             tls_resolver=settings.tls_resolver)
     text = render([route], settings.instance, options)
+    ensure_default_certificate(settings.traefik_dir)
     write_atomic(settings.traefik_dir, text, route_filename(settings))
     return settings.traefik_dir / route_filename(settings)

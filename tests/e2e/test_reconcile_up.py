@@ -143,6 +143,18 @@ def https_get(port: int, host: str, path: str = "/") -> tuple[int, str, bytes]:
             return response.status, response.read().decode(), der
 
 
+def default_certificate_der(directory) -> bytes:  # noqa: ANN001 - a Path
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from ruamel.yaml import YAML
+
+    from reconciler.default_cert import DEFAULT_CERT_FILE
+
+    data = YAML(typ="safe").load((directory / DEFAULT_CERT_FILE).read_text())
+    pem = data["tls"]["stores"]["default"]["defaultCertificate"]["certFile"]
+    return x509.load_pem_x509_certificate(pem.encode()).public_bytes(serialization.Encoding.DER)
+
+
 def test_tls_with_a_certificate_resolver(tmp_path, instance):
     # No ACME here (no internet): a resolver Traefik does not define makes it log an
     # error and serve its default self-signed certificate, which is enough to prove
@@ -158,7 +170,14 @@ def test_tls_with_a_certificate_resolver(tmp_path, instance):
 
         body, der = wait_until(answers, timeout=30, message="https through Traefik")
         assert body == "over-tls\n"
-        assert b"TRAEFIK DEFAULT CERT" in der
+        # The certificate served is the one reconciler wrote once into the directory
+        # (Traefik's own default one is regenerated, with a new RSA key, on every reload).
+        written = default_certificate_der(stack.dynamic_dir)
+        assert der == written
+        (stack.specs / "second.yaml").write_text(busybox_spec("second", "second", "also-tls"))
+        wait_until(lambda: https_get(stack.web_port, "second.localhost")[0] == 200, timeout=30,
+                   message="the second sandbox over https")
+        assert https_get(stack.web_port, host)[2] == written  # the same after a reload
         router = stack.traefik.router(f"rc-{instance}-secure")
         assert router["status"] == "enabled", router
         assert router["tls"]["certResolver"] == "devcert", router

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
+from reconciler.default_cert import DEFAULT_CERT_FILE
 from reconciler import labels as L
 from reconciler.observed import ObservedSandbox
 from reconciler.traefik import (
@@ -143,7 +144,7 @@ def test_refused_render_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(RenderError):
         publish(tmp_path, bad, "default")
     assert (tmp_path / DYNAMIC_FILE).read_text() == good  # the last good file stays
-    assert [p.name for p in tmp_path.iterdir()] == [DYNAMIC_FILE]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([DYNAMIC_FILE, DEFAULT_CERT_FILE])
 
 
 def test_write_atomic_skips_an_unchanged_write(tmp_path: Path) -> None:
