@@ -6,7 +6,7 @@ the figures themselves all come from the run that wrote the file.
 PREAMBLE = """
 # Benchmarks
 
-Written by `make bench` (`python -m bench`, about 15 minutes): do not edit by hand, edit `bench/notes.py`.
+Written by `make bench` (`python -m bench`, 14 minutes on this machine: 828 s plus setup): do not edit by hand, edit `bench/notes.py`.
 `make bench-quick` (`python -m bench --quick`, under 2 minutes, small sizes, few runs) proves the suite
 works and writes `build/bench-quick.md`; CI runs it through `tests/integration/test_bench_quick.py` and
 does not judge its figures. `python -m bench --only CASE` runs one group (`compose`, `noop`, `pass-large`,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,8 +45,29 @@ def docker_client() -> Iterator[docker.DockerClient]:
         # Outside the except block, so the report is one line, not a chain.
         pytest.fail(f"Docker daemon not reachable ({problem}); "
                     "run scripts/setup to install and start it", pytrace=False)
+    _sweep_stale_test_instances(client)
     yield client
     client.close()
+
+
+TEST_INSTANCE = re.compile(r"t[0-9a-f]{8}")
+STALE_AFTER = 3 * 3600  # seconds: far beyond any run (CI stops a run at 90 minutes)
+
+
+def _sweep_stale_test_instances(client) -> None:  # noqa: ANN001
+    """Remove what test instances of runs that died long ago left (a killed run skips
+    its fixtures' teardown): only names of the ``instance`` fixture's form, and only
+    when their newest container is hours old, so a run going on beside this one keeps
+    its things. Left behind, 300 containers of a killed scale test slow every test."""
+    newest: dict[str, float] = {}
+    for c in client.api.containers(all=True, filters={"label": L.INSTANCE}):
+        name = (c.get("Labels") or {}).get(L.INSTANCE, "")
+        if TEST_INSTANCE.fullmatch(name):
+            newest[name] = max(newest.get(name, 0.0), float(c.get("Created") or 0))
+    cutoff = time.time() - STALE_AFTER
+    for name, created in sorted(newest.items()):
+        if created < cutoff:
+            _remove_instance(client, name)
 
 
 @pytest.fixture
