@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import tempfile
 from pathlib import Path
 
 DEFAULT_CERT_FILE = "reconciler-default-cert.yml"
@@ -27,22 +28,32 @@ VALID_DAYS = 3650
 
 
 def ensure_default_certificate(directory: Path) -> bool:
-    """Write ``directory/reconciler-default-cert.yml`` unless it exists; True when written."""
+    """Write ``directory/reconciler-default-cert.yml`` unless it exists; True when written.
+
+    Never raises for a directory it cannot write or a missing ``cryptography``:
+    without the file Traefik only reloads slower, and the routes must still go out."""
     target = directory / DEFAULT_CERT_FILE
     if target.exists():
         return False
-    cert_pem, key_pem = generate_self_signed(COMMON_NAME)
-    directory.mkdir(parents=True, exist_ok=True)
-    # A non-YAML suffix while it is written: Traefik reads every .yml/.yaml/.toml.
-    tmp = directory / f".{DEFAULT_CERT_FILE}.{os.getpid()}.tmp"
-    # 0600: it holds a private key. Traefik started by `reconcile up` runs as the
-    # same user, and one in a container runs as root, so both can read it.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(render_certificate_file(cert_pem, key_pem))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
+    try:
+        cert_pem, key_pem = generate_self_signed(COMMON_NAME)
+        directory.mkdir(parents=True, exist_ok=True)
+        # mkstemp: a name no other thread or process uses, created 0600 (it holds a
+        # private key; Traefik started by `reconcile up` runs as the same user, and
+        # one in a container as root). A non-YAML suffix while it is written:
+        # Traefik reads every .yml/.yaml/.toml of the directory.
+        fd, tmp = tempfile.mkstemp(prefix=f".{DEFAULT_CERT_FILE}.", suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(render_certificate_file(cert_pem, key_pem))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except (ImportError, OSError):
+        return False
     return True
 
 

@@ -61,3 +61,19 @@ def test_publish_brings_a_deleted_certificate_back_even_when_the_routes_are_unch
     (tmp_path / DEFAULT_CERT_FILE).unlink()
     assert publish(tmp_path, routes, "default") is False  # the routes file is unchanged ...
     assert (tmp_path / DEFAULT_CERT_FILE).exists()  # ... and the certificate is back
+
+
+def test_threads_racing_to_write_it_all_succeed_and_leave_one_file(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        written = list(pool.map(lambda _: ensure_default_certificate(tmp_path), range(8)))
+    assert any(written)
+    assert [p.name for p in tmp_path.iterdir()] == [DEFAULT_CERT_FILE]
+    default_certificate(tmp_path)  # one whole, parsable file
+
+
+def test_an_unwritable_directory_is_not_an_error(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    assert ensure_default_certificate(blocker) is False
