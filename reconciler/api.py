@@ -78,6 +78,7 @@ class Sandbox:
         ttl: str | int | None = None,
         workdir: str | None = None,
         egress: bool = True,
+        pool: str | None = None,
         wait: bool = True,
         timeout: float | None = None,
         settings: Settings | None = None,
@@ -85,11 +86,13 @@ class Sandbox:
     ) -> "Sandbox":
         """Write its spec (like ``reconcile new``) and start it; ``wait``: until it answers.
 
-        ``uploads``: (source inside the specs dir, target) pairs; ``files``: target -> content."""
+        ``uploads``: (source inside the specs dir, target) pairs; ``files``: target -> content;
+        ``pool``: claim a warm member of that pool (a spec of kind Pool) when one matches."""
         settings = settings_for(settings, specs_dir)
         new = NewSandbox(
             name=name, image=image, port=port, ttl=ttl, command=command, env=dict(env or {}),
             uploads=tuple(uploads), files=dict(files or {}), workdir=workdir, egress=egress,
+            pool=pool,
         )
         create(settings, new, apply=True, wait=wait, timeout=timeout)
         return cls(name, settings)

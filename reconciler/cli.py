@@ -331,7 +331,7 @@ def cmd_destroy(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
     from .spec import json_schema
 
-    emit_json(json_schema())
+    emit_json(json_schema(args.kind))
     return EXIT_OK
 
 
@@ -375,7 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*")
     p.add_argument("--all", action="store_true", help="every sandbox of this instance")
     p.add_argument("--volumes", action="store_true", help="remove the sandboxes' volumes too")
-    add("schema", cmd_schema, "print the JSON Schema of a spec file")
+    p = add("schema", cmd_schema, "print the JSON Schema of a spec file")
+    p.add_argument("--kind", choices=("sandbox", "pool"), default="sandbox",
+                   help="which kind of spec file (default sandbox; docs/pool.schema.json is --kind pool)")
     # Each area registers its own commands, so the parser reads as the product.
     from . import cli_dashboard, cli_loop, cli_ops, cli_up
 

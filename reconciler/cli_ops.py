@@ -31,6 +31,8 @@ def register(add: AddCommand) -> None:
     p.add_argument("--workdir", help="working directory in the sandbox")
     p.add_argument("--no-egress", action="store_true",
                    help="an internal network: no connections to other networks or the internet (still routable)")
+    p.add_argument("--pool", metavar="POOL",
+                   help="claim a warm container of this pool (a spec of kind Pool) when one matches the spec")
     p.add_argument("--apply", action="store_true", help="start it now (unless a watch loop runs: it will)")
     p.add_argument("--wait", action="store_true", help="start it and wait until it answers; prints its URL")
     p.add_argument("--timeout", type=seconds_arg, metavar="DURATION", help="with --wait: how long (default 30s)")
@@ -129,6 +131,7 @@ def cmd_new(args: argparse.Namespace, settings: Settings) -> int:
         uploads=tuple(_pairs(args.upload, ":", "--upload", "SRC:DEST")),
         workdir=args.workdir,
         egress=not args.no_egress,
+        pool=args.pool,
     )
     created = create(settings, new, apply=args.apply, wait=args.wait, timeout=args.timeout)
     if args.output == "json":

@@ -511,9 +511,10 @@ class PoolSpec(StrictModel):
         return self.metadata.name
 
 
-def json_schema() -> dict[str, Any]:
-    """JSON Schema of a spec file, for editors (yaml-language-server)."""
-    schema = SandboxSpec.model_json_schema(mode="validation")
+def json_schema(kind: Literal["sandbox", "pool"] = "sandbox") -> dict[str, Any]:
+    """JSON Schema of a spec file of ``kind``, for editors (yaml-language-server)."""
+    model = PoolSpec if kind == "pool" else SandboxSpec
+    schema = model.model_json_schema(mode="validation")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "reconciler Sandbox spec"
+    schema["title"] = f"reconciler {model.__name__.removesuffix('Spec')} spec"
     return schema

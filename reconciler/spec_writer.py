@@ -44,11 +44,14 @@ class NewSandbox:
     files: Mapping[str, str] = field(default_factory=dict)  # target -> inline content
     workdir: str | None = None
     egress: bool = True
+    pool: str | None = None  # claim a warm member of this pool (a spec of kind Pool) when one matches
 
 
 def spec_data(new: NewSandbox) -> dict[str, Any]:
     """The spec as plain data, only the fields that were given."""
     body: dict[str, Any] = {"image": new.image}
+    if new.pool is not None:
+        body["pool"] = new.pool
     if new.command is not None:
         body["command"] = new.command if isinstance(new.command, str) else list(new.command)
     if new.workdir is not None:

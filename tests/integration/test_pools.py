@@ -8,6 +8,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import helpers
 import pytest
 from watch_helpers import BUSYBOX, Watch, host_of, until
 
@@ -271,3 +272,22 @@ def test_a_claim_that_fails_falls_back_to_a_normal_create(tmp_path: Path, instan
     assert result.change.cause.endswith("), created normally")
     box = container_named(docker_client, L.container_name(instance, "f"))
     assert box["Id"] == result.container_id and box["Labels"][L.KIND] == "sandbox" and box["State"] == "running"
+
+
+def test_reconcile_new_with_pool_claims_a_warm_member(watch: Watch, traefik, docker_client) -> None:  # noqa: ANN001
+    # A pool with the default limits, as `reconcile new` writes none.
+    watch.write("quick.yaml", f"apiVersion: reconciler/v1\nkind: Pool\nmetadata: {{name: quick}}\n"
+                              f"spec:\n  image: {BUSYBOX}\n  size: 1\n")
+    watch.start()
+    (idle,) = watch.until(lambda: members(docker_client, watch.instance, "quick") or None, 30, "1 idle member")
+    # The instance's options go before `--`: everything after it is the command.
+    made = helpers.run_cli(["new", "fast", "--image", BUSYBOX, "--port", "8000", "--pool", "quick", "--wait",
+                            *watch.globals(), "--",
+                            "sh -c 'mkdir -p /www && echo fast > /www/index.html && exec httpd -f -p 8000 -h /www'"],
+                           env=watch.env)
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert "pool: quick" in (watch.specs / "fast.yaml").read_text()
+    assert traefik.wait_status(host_of(watch, "fast"), 200).text == "fast\n"
+    claimed = container_named(docker_client, L.container_name(watch.instance, "fast"))
+    assert claimed is not None and claimed["Id"] == idle
+    assert watch.wait_event("created", "fast")["message"] == "new sandbox; claimed from pool quick"

@@ -139,6 +139,14 @@ def test_committed_schema_is_reconcile_schema_output(capsys):
     assert json.loads(committed) == json_schema()
 
 
+def test_committed_pool_schema_is_reconcile_schema_kind_pool_output(capsys):
+    assert main(["schema", "--kind", "pool"]) == 0
+    committed = (REPO / "docs" / "pool.schema.json").read_text(encoding="utf-8")
+    assert committed == capsys.readouterr().out, (
+        "docs/pool.schema.json is stale: run reconcile schema --kind pool > docs/pool.schema.json")
+    assert json.loads(committed) == json_schema("pool")
+
+
 def test_schema_modeline_is_documented_and_used():
     modeline = "# yaml-language-server: $schema=../docs/sandbox.schema.json"
     assert modeline in README

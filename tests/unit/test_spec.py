@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
@@ -282,10 +283,10 @@ def test_unknown_fields_are_refused_at_every_level() -> None:
 # --- JSON schema ----------------------------------------------------------------------------
 
 
-def schema_from_cli() -> dict[str, Any]:
+def schema_from_cli(*args: str) -> dict[str, Any]:
     out = io.StringIO()
     with redirect_stdout(out):
-        assert cli.main(["schema"]) == 0
+        assert cli.main(["schema", *args]) == 0
     return json.loads(out.getvalue())
 
 
@@ -295,6 +296,22 @@ def test_schema_command_prints_a_valid_json_schema() -> None:
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert set(schema["required"]) == {"apiVersion", "kind", "metadata", "spec"}
     assert schema["additionalProperties"] is False
+
+
+def test_pool_schema_accepts_the_readme_pool_and_rejects_typos() -> None:
+    schema = schema_from_cli("--kind", "pool")
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema["title"] == "reconciler Pool spec"
+    validator = jsonschema.Draft202012Validator(schema)
+    readme = (REPO / "README.md").read_text()
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "kind: Pool" in b)
+    pool = YAML(typ="safe").load(block)
+    assert list(validator.iter_errors(pool)) == []
+    pool["spec"]["sise"] = 5
+    pool["kind"] = "Sandbox"
+    messages = sorted(e.message for e in validator.iter_errors(pool))
+    assert len(messages) == 2, messages
+    assert any("'sise' was unexpected" in m for m in messages)
 
 
 def test_schema_types_durations_and_sizes_as_strings() -> None:

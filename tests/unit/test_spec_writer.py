@@ -124,3 +124,15 @@ def test_spec_files_for_reads_yaml_1_2_like_the_loader(tmp_path: Path) -> None:
     )
     assert "hand" in load_specs(tmp_path).specs
     assert spec_files_for(tmp_path, "hand") == [tmp_path / "hand.yaml"]
+
+
+def test_a_pool_is_written_and_loads_back(tmp_path: Path) -> None:
+    write(tmp_path, NewSandbox(name="web", image="x:1", port=8000, pool="warm"))
+    assert "pool: warm" in (tmp_path / "web.yaml").read_text()
+    assert load_specs(tmp_path).specs["web"].spec.spec.pool == "warm"
+
+
+def test_a_bad_pool_name_is_refused_before_writing(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgument, match=r"spec\.pool"):
+        check(spec_data(NewSandbox(name="web", image="x:1", pool="Not A Name")), tmp_path)
+    assert list(tmp_path.iterdir()) == []
