@@ -17,6 +17,7 @@ from ops_helpers import (  # noqa: F401 - place is a fixture
     BUSYBOX, SERVE, make_place, place, private_place, read_line, sha256_of, write_random,
 )
 import reconciler.labels as L
+from reconciler.traefik import dynamic_filename
 
 pytestmark = pytest.mark.docker
 
@@ -47,7 +48,7 @@ def test_new_wait_writes_a_spec_starts_it_and_prints_its_url(place, docker_clien
     info = container_of(docker_client, place.instance, "web")
     assert info["State"]["Running"] and "GREETING=hi" in info["Config"]["Env"]
     # Routed: the route is in this instance's Traefik file.
-    routes = next(place.traefik_dir.glob("*.yml")).read_text()
+    routes = (place.traefik_dir / dynamic_filename(place.instance)).read_text()
     assert f"rc-{place.instance}-web" in routes
     ip = info["NetworkSettings"]["Networks"][f"rc-{place.instance}-web"]["IPAddress"]
     assert requests.get(f"http://{ip}:8000/", timeout=5).text == "hello\n"
@@ -154,7 +155,7 @@ def test_exec_detach_wait_serves_the_sandbox_port_and_routes_it(place) -> None:
     served = place.run("exec", "dev", "--detach", "--wait", "--", "sh", "-c", SERVE)
     assert served.returncode == 0, served.stderr
     assert served.stdout.strip() == place.run("url", "dev").stdout.strip()
-    routes = next(place.traefik_dir.glob("*.yml")).read_text()
+    routes = (place.traefik_dir / dynamic_filename(place.instance)).read_text()
     assert f"rc-{place.instance}-dev" in routes
 
 
