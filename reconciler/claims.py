@@ -55,10 +55,9 @@ class ClaimBook:
             return self._db
         if not create and not self.path.exists():
             return None
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        db = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
+        from .state import connect
+
+        db = connect(self.path)
         db.executescript(_SCHEMA)
         self._db = db
         return db

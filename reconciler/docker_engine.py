@@ -135,7 +135,7 @@ class DockerEngine:
             labels = raw.get("Labels") or {}
             if L.is_owned(labels, self.instance) and labels.get(L.KIND) == "pool-member":
                 member_nets[raw["Name"]] = MemberNetwork(
-                    raw["Name"], raw["Id"], labels.get(L.POOL, ""), _docker_time(raw.get("Created", ""))
+                    raw["Name"], raw["Id"], labels.get(L.POOL, ""), docker_time(raw.get("Created", ""))
                 )
             elif L.is_owned(labels, self.instance):
                 nets[raw["Name"]] = ObservedNetwork(
@@ -775,9 +775,9 @@ def _claim_dir_tar() -> bytes:
     return buf.getvalue()
 
 
-def _docker_time(stamp: str) -> float:
+def docker_time(stamp: Any) -> float:
     """Unix seconds of a Docker timestamp (``2026-01-01T10:00:00.123456789Z``); 0.0 if unreadable."""
-    match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?", stamp or "")
+    match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?", stamp if isinstance(stamp, str) else "")
     if not match:
         return 0.0
     whole = datetime.fromisoformat(match.group(1)).replace(tzinfo=timezone.utc).timestamp()

@@ -69,16 +69,23 @@ def store_path(settings: Settings) -> Path:
     return settings.state_dir / f"{settings.instance}.db"
 
 
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection to the store's file (made, in a 0700 directory, if missing): WAL,
+    so the loop and any CLI process share it; usable from any thread of this process."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    db = sqlite3.connect(str(path), timeout=10.0, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
 class StateStore:
     """One connection to the store; safe to share between threads of one process."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._db = sqlite3.connect(str(path), timeout=10.0, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db = connect(path)
             self._lock = threading.Lock()
             self._migrate()
         except (OSError, sqlite3.Error) as exc:

@@ -36,7 +36,6 @@ import threading
 import time
 from concurrent import futures
 from dataclasses import replace
-from datetime import datetime
 from typing import Any, Iterable, Iterator, Mapping, NamedTuple
 
 import docker
@@ -45,7 +44,7 @@ from docker.errors import APIError, DockerException, NotFound
 
 from . import labels as L
 from .container_config import DesiredSandbox
-from .docker_engine import LOG_CONFIG, DockerEngine, connect, normalize_image
+from .docker_engine import LOG_CONFIG, DockerEngine, connect, docker_time, normalize_image
 from .engine import EngineError, EngineEvent, ExecState, PathStat
 from .observed import Observed, ObservedNetwork, ObservedSandbox, ObservedVolume
 
@@ -648,7 +647,7 @@ def _to_sandbox(svc: dict[str, Any], tasks: list[dict[str, Any]], nodes: Mapping
         labels=labels,
         image=container.get("Image", ""),
         image_id=container.get("Image", "") if str(container.get("Image", "")).startswith("sha256:") else "",
-        created=_seconds(svc.get("CreatedAt")),
+        created=docker_time(svc.get("CreatedAt")),
     )
     if running is not None:
         node = nodes.get(running.get("NodeID", ""), {})
@@ -717,20 +716,6 @@ def _describe(task: dict[str, Any] | None, nodes: Mapping[str, dict[str, Any]]) 
         return f"node {_hostname(node)} is {(node.get('Status') or {}).get('State', 'unknown')}"
     detail = status.get("Err") or status.get("Message") or ""
     return f"{state}: {detail}" if detail else state
-
-
-def _seconds(stamp: Any) -> float:
-    """``2026-12-01T08:22:45.437559732Z`` -> unix seconds (0.0 when unreadable)."""
-    if not isinstance(stamp, str) or not stamp:
-        return 0.0
-    text = stamp.rstrip("Z")
-    if "." in text:
-        whole, frac = text.split(".", 1)
-        text = f"{whole}.{frac[:6]}"
-    try:
-        return datetime.fromisoformat(text + "+00:00").timestamp()
-    except ValueError:
-        return 0.0
 
 
 def _int_label(raw: str | None) -> int | None:
